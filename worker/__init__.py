@@ -1,0 +1,5 @@
+"""coda-sync: keep PostgreSQL copies of Coda tables."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
