@@ -1,0 +1,294 @@
+"""The `coda-sync` command line.
+
+Exit codes: 0 success; 1 a job failed, was disabled or could not be read; 2 invalid
+configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from worker import __version__, status
+from worker.config import Config, Job, load_config
+from worker.database import Database, describe_url, open_database
+from worker.errors import ConfigError, SinkError, WorkerError
+from worker.logs import SecretRedactor, setup_logging
+from worker.pacing import PacerRegistry
+from worker.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from worker.sync import JobRunner, RunnerOptions, RunResult
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DATABASE_WAIT_SYNC = 10.0  # seconds one-shot commands wait for PostgreSQL
+DATABASE_WAIT_RUN = 300.0  # seconds `run` keeps retrying PostgreSQL at start
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="coda-sync", description="Keep PostgreSQL copies of Coda tables."
+    )
+    parser.add_argument("--version", action="version", version=f"coda-sync {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help=f"jobs file (TOML); default: $CODA_SYNC_CONFIG, else {DEFAULT_CONFIG_PATH}",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("run", help="run the scheduler until SIGTERM or SIGINT")
+    sync = commands.add_parser("sync", help="run jobs once now and print a summary per job")
+    sync.add_argument("jobs", nargs="*", metavar="JOB", help="job names (default: every enabled job)")
+    sync.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="let this run delete rows even past the delete guard's limit",
+    )
+    show = commands.add_parser("status", help="print one line per job from the status table")
+    show.add_argument("--json", action="store_true", help="print a JSON array of status rows")
+    enable = commands.add_parser("enable", help="re-enable a disabled job")
+    enable.add_argument("job", metavar="JOB")
+    commands.add_parser("check", help="validate the config and probe each job's access, read-only")
+    commands.add_parser("demo", help="sync a sample doc from a local Coda API emulator")
+    commands.add_parser("stop-embedded-db", help="stop the embedded PostgreSQL server")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        setup_logging(log_format=settings.log_format, level=settings.log_level)
+        if args.command == "demo":
+            from worker.demo import run_demo
+
+            return run_demo(settings)
+        if args.command == "stop-embedded-db":
+            return _stop_embedded(settings)
+        config_path = args.config or settings.config
+        config = load_config(config_path)
+        for job in config.jobs:
+            if job.token is not None:
+                SecretRedactor.register(job.token.get_secret_value())
+        return _dispatch(args, settings, config)
+    except ConfigError as exc:
+        print(f"coda-sync: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SinkError as exc:
+        print(f"coda-sync: database error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except WorkerError as exc:
+        print(f"coda-sync: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, config: Config) -> int:
+    if args.command == "check":
+        from worker.check import check_jobs
+
+        return check_jobs(config, settings)
+    if args.command == "run":
+        return _run_worker(settings, config)
+
+    db = connect(settings, wait=DATABASE_WAIT_SYNC)
+    try:
+        if args.command == "sync":
+            return _sync(args, settings, config, db)
+        if args.command == "status":
+            return _status(args, config, db)
+        if args.command == "enable":
+            return _enable(args.job, config, db)
+    finally:
+        db.close()
+    raise AssertionError(f"unhandled command {args.command!r}")
+
+
+def connect(settings: Settings, *, wait: float) -> Database:
+    """Open the configured PostgreSQL, or start the embedded one when no URL is set."""
+    url = settings.resolved_database_url()
+    if url is not None:
+        return open_database(url.get_secret_value(), wait=wait)
+
+    from worker.embedded import psql_command, start_embedded
+
+    embedded_url = start_embedded(settings.data_dir)
+    logger.info(
+        "using the embedded PostgreSQL in %s; connect with: %s",
+        settings.data_dir,
+        psql_command(embedded_url),
+        extra={"event": "embedded_database", "database": describe_url(embedded_url)},
+    )
+    return open_database(embedded_url, wait=wait)
+
+
+def make_runner(settings: Settings, config: Config, db: Database) -> JobRunner:
+    """Build the job runner that every command shares."""
+    options = RunnerOptions(
+        base_url=settings.api_base_url,
+        timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+        max_retry_time=settings.max_retry_time,
+    )
+    pacers = PacerRegistry(config.rate_limit_requests, config.rate_limit_window)
+    return JobRunner(db, options, pacers=pacers)
+
+
+def run_jobs(
+    runner: JobRunner, jobs: Sequence[Job], *, parallel: int, allow_mass_delete: bool = False
+) -> list[RunResult]:
+    """Run *jobs* once, at most *parallel* at a time, and return their results in order."""
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max_workers=min(parallel, len(jobs))) as pool:
+        futures = [pool.submit(runner.run, job, allow_mass_delete=allow_mass_delete) for job in jobs]
+        return [future.result() for future in futures]
+
+
+def format_result(result: RunResult) -> str:
+    """Return the one-line summary `coda-sync sync` prints for a run."""
+    line = f"{result.job_name}: {result.outcome}"
+    if result.counts is not None:
+        counts = result.counts
+        line += (
+            f", {counts.inserted} inserted, {counts.updated} updated, {counts.deleted} deleted,"
+            f" {counts.total} rows"
+        )
+    line += f" in {result.duration:.2f} s"
+    if result.attention:
+        line += f"; needs attention: {result.attention}"
+    elif result.message:
+        line += f"; {result.message}"
+    return line
+
+
+def _sync(args: argparse.Namespace, settings: Settings, config: Config, db: Database) -> int:
+    named = [config.job(name) for name in args.jobs]
+    with db.connection() as conn:
+        status.register_jobs(conn, config.jobs)
+        enabled = {row["job_name"]: row for row in status.list_status(conn)}
+
+    selected: list[Job] = []
+    exit_code = EXIT_OK
+    for job in named or config.jobs:
+        state = enabled[job.name]
+        if state["enabled"]:
+            selected.append(job)
+            continue
+        print(
+            f"{job.name}: skipped, disabled: {state['disabled_reason']}; re-enable with "
+            f"`coda-sync enable {job.name}`"
+        )
+        if named:
+            exit_code = EXIT_FAILED
+
+    runner = make_runner(settings, config, db)
+    results = run_jobs(
+        runner, selected, parallel=settings.max_parallel_jobs, allow_mass_delete=args.allow_mass_delete
+    )
+    for result in results:
+        print(format_result(result))
+        if result.outcome not in ("succeeded", "skipped"):
+            exit_code = EXIT_FAILED
+    return exit_code
+
+
+def _status(args: argparse.Namespace, config: Config, db: Database) -> int:
+    with db.connection() as conn:
+        rows = status.list_status(conn)
+    if args.json:
+        print(json.dumps([_jsonable(row) for row in rows], indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        print("no jobs have been registered yet; run `coda-sync sync` or `coda-sync run`")
+    for row in rows:
+        print(format_status_row(row))
+    return EXIT_OK
+
+
+def format_status_row(row: dict[str, Any]) -> str:
+    """Return the one-line view of a status row that `coda-sync status` prints."""
+    state = "enabled" if row["enabled"] else "DISABLED"
+    if not row["in_config"]:
+        state = "removed from config"
+    outcome = row["last_outcome"] or "never run"
+    success = row["last_success_at"].isoformat(timespec="seconds") if row["last_success_at"] else "never"
+    next_run = row["next_run_at"].isoformat(timespec="seconds") if row["next_run_at"] else "-"
+    line = (
+        f"{row['job_name']}: {state}, last run {outcome}, last success {success}, "
+        f"{row['rows_total'] if row['rows_total'] is not None else '-'} rows in {row['target_table']}, "
+        f"next run {next_run}"
+    )
+    if row["needs_attention"] and row["last_error"]:
+        line += f"\n    {row['last_error_kind']}: {row['last_error']}"
+    if not row["enabled"] and row["disabled_reason"]:
+        line += f"\n    disabled: {row['disabled_reason']}"
+    return line
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: value.isoformat() if hasattr(value, "isoformat") else value for key, value in row.items()}
+
+
+def _enable(name: str, config: Config, db: Database) -> int:
+    job = config.job(name)
+    with db.connection() as conn:
+        status.register_jobs(conn, [job])
+        changed = status.enable(conn, job.name, by="coda-sync enable")
+    if changed:
+        print(f"{job.name}: enabled; a running worker schedules it within a minute")
+        logger.info("job %s enabled by hand", job.name, extra={"event": "job_enabled", "job": job.name})
+    else:
+        print(f"{job.name}: already enabled")
+    return EXIT_OK
+
+
+def _run_worker(settings: Settings, config: Config) -> int:
+    from worker.scheduler import Worker
+
+    db = connect(settings, wait=DATABASE_WAIT_RUN)
+    worker = Worker(
+        config, db, make_runner(settings, config, db), max_parallel_jobs=settings.max_parallel_jobs
+    )
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if worker.stopping.is_set():
+            logger.warning("second signal: exiting at once", extra={"event": "worker_killed"})
+            os._exit(EXIT_FAILED)
+        logger.info(
+            "received %s, stopping", signal.Signals(signum).name, extra={"event": "worker_stopping"}
+        )
+        worker.stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        worker.start()
+        worker.wait()
+    finally:
+        worker.stop()
+        db.close()
+    return EXIT_OK
+
+
+def _stop_embedded(settings: Settings) -> int:
+    from worker.embedded import stop_embedded
+
+    if stop_embedded(settings.data_dir):
+        print(f"stopped the embedded PostgreSQL in {settings.data_dir}")
+    else:
+        print(f"no embedded PostgreSQL is running in {settings.data_dir}")
+    return EXIT_OK

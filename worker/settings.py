@@ -1,0 +1,74 @@
+"""Process settings read from the environment (the jobs themselves live in the TOML file)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_PATH = Path("config/jobs.toml")
+DEFAULT_API_BASE_URL = "https://coda.io/apis/v1"
+
+
+class Settings(BaseSettings):
+    """Settings of one worker process; every field comes from a `CODA_SYNC_*` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="CODA_SYNC_", extra="ignore", frozen=True)
+
+    config: Path = DEFAULT_CONFIG_PATH
+    database_url: SecretStr | None = None
+    database_url_file: Path | None = None
+    data_dir: Path = Path(".coda-sync")
+    api_base_url: str = Field(
+        default=DEFAULT_API_BASE_URL,
+        validation_alias=AliasChoices("CODA_API_BASE_URL", "CODA_SYNC_API_BASE_URL"),
+    )
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    max_parallel_jobs: int = Field(default=4, ge=1, le=64)
+    request_timeout: float = Field(default=30.0, gt=0, description="seconds")
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds")
+    max_retry_time: float = Field(default=300.0, ge=0, description="seconds per request")
+
+    @model_validator(mode="after")
+    def _one_database_source(self) -> Settings:
+        if self.database_url is not None and self.database_url_file is not None:
+            raise ValueError(
+                "set either CODA_SYNC_DATABASE_URL or CODA_SYNC_DATABASE_URL_FILE, not both"
+            )
+        return self
+
+    def resolved_database_url(self) -> SecretStr | None:
+        """Return the database URL from the variable or its `_FILE` twin, or None."""
+        if self.database_url_file is None:
+            return self.database_url
+        try:
+            text = self.database_url_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"CODA_SYNC_DATABASE_URL_FILE={str(self.database_url_file)!r} cannot be read "
+                f"({exc.strerror}); check the path"
+            ) from None
+        if not text:
+            raise ConfigError(f"CODA_SYNC_DATABASE_URL_FILE={str(self.database_url_file)!r} is empty")
+        return SecretStr(text)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build `Settings` from the environment, turning validation errors into `ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False):
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            variable = name if name.isupper() else f"CODA_SYNC_{name.upper()}"
+            problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("invalid environment: " + "; ".join(problems)) from None

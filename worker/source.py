@@ -1,0 +1,458 @@
+"""The Coda API client: the only module that talks HTTP.
+
+It calls only endpoints inside one job's table (`getTable`, `listColumns`, `listRows`) plus
+`/whoami`, so that a token restricted to one doc or one table works. Every foreign error is
+mapped to the `worker.errors` tree in `_send`, the one seam between httpx and the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from worker import __version__
+from worker.errors import (
+    BadResponse,
+    RateLimited,
+    RunInterrupted,
+    ServerError,
+    SourceBadRequest,
+    SourceError,
+    SourceNotFound,
+    SourceRejected,
+    SourceTimeout,
+    SourceUnavailable,
+)
+from worker.pacing import Pacer
+from worker.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"coda-sync/{__version__} (+PostgreSQL table sync) httpx/{httpx.__version__}"
+ROW_PAGE_LIMIT = 500  # Coda silently caps this; only `nextPageToken` decides when to stop
+COLUMN_PAGE_LIMIT = 100  # the maximum that listColumns declares
+MAX_EMPTY_PAGES = 20  # consecutive empty pages that still carry a token before we give up
+ERROR_BODY_PREVIEW = 300  # characters of an unexpected body kept in a message
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableInfo:
+    """The parts of Coda's `Table` object that a sync needs."""
+
+    id: str
+    name: str
+    table_type: str
+    row_count: int | None
+    parent_table_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ColumnInfo:
+    """One column of a table; `format` keeps Coda's format object as sent."""
+
+    id: str
+    name: str
+    position: int
+    format: dict[str, Any]
+    display: bool
+    calculated: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowRecord:
+    """One row as `listRows` returns it with `valueFormat=rich`."""
+
+    id: str
+    name: str | None
+    index: int | None
+    created_at: str | None
+    updated_at: str | None
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """The user behind a token, from `/whoami`."""
+
+    login_id: str
+    name: str
+    scoped: bool
+    token_name: str
+
+
+@dataclass
+class RequestStats:
+    """Counters of one run's requests, stored in its status."""
+
+    requests: int = 0
+    retries: int = 0
+    pages: int = 0
+    rate_limit_wait: float = 0.0  # seconds
+
+
+class PageTokenRejected(SourceBadRequest):
+    """Coda answered 400 to a request that carried a page token."""
+
+
+@dataclass(kw_only=True)
+class ClientOptions:
+    """Timeouts, retries and pacing of one client."""
+
+    timeout: float = 30.0  # seconds to read one answer
+    connect_timeout: float = 10.0  # seconds to connect
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    deadline: float | None = None  # monotonic time after which the run stops
+    cancel: threading.Event | None = None
+    pacer: Pacer | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    clock: Callable[[], float] = time.monotonic
+
+
+class CodaClient:
+    """Read one job's table through Coda's REST API v1."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: SecretStr,
+        *,
+        options: ClientOptions | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.options = options or ClientOptions()
+        self.stats = RequestStats()
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/",
+            headers={
+                "Authorization": f"Bearer {token.get_secret_value()}",
+                "User-Agent": USER_AGENT,
+                "Accept": "application/json",
+            },
+            timeout=httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def __enter__(self) -> CodaClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def get_table(self, doc_id: str, table_id: str) -> TableInfo:
+        """Fetch the table's metadata (`getTable`); *table_id* may also be the table's name."""
+        data = self._get_json("getTable", _table_path(doc_id, table_id), {})
+        parent = data.get("parentTable")
+        row_count = data.get("rowCount")
+        return TableInfo(
+            id=_require_str(data, "id", "getTable"),
+            name=str(data.get("name", "")),
+            table_type=str(data.get("tableType", "table")),
+            row_count=row_count if isinstance(row_count, int) else None,
+            parent_table_id=parent.get("id") if isinstance(parent, dict) else None,
+        )
+
+    def list_columns(self, doc_id: str, table_id: str) -> list[ColumnInfo]:
+        """Fetch every column of the table, following `nextPageToken` to the end."""
+        path = _table_path(doc_id, table_id) + "/columns"
+        columns: list[ColumnInfo] = []
+        for page in self._pages("listColumns", path, {"limit": COLUMN_PAGE_LIMIT}):
+            for item in page:
+                columns.append(_parse_column(item, len(columns)))
+        return columns
+
+    def iter_row_pages(
+        self, doc_id: str, table_id: str, *, limit: int = ROW_PAGE_LIMIT
+    ) -> Iterator[list[RowRecord]]:
+        """Yield every row of the table page by page, hidden rows and columns included.
+
+        Each call starts from the first page: a page token never outlives one read.
+        """
+        path = _table_path(doc_id, table_id) + "/rows"
+        params = {"valueFormat": "rich", "limit": limit}
+        for page in self._pages("listRows", path, params):
+            yield [_parse_row(item) for item in page]
+
+    def whoami(self) -> Identity:
+        """Fetch the identity behind the token; 401 here means the token itself is bad."""
+        data = self._get_json("whoami", "whoami", {})
+        return Identity(
+            login_id=str(data.get("loginId", "")),
+            name=str(data.get("name", "")),
+            scoped=bool(data.get("scoped", False)),
+            token_name=str(data.get("tokenName", "")),
+        )
+
+    def _pages(
+        self, operation: str, path: str, params: dict[str, Any]
+    ) -> Iterator[list[dict[str, Any]]]:
+        seen_tokens: set[str] = set()
+        empty_pages = 0
+        page_token: str | None = None
+        while True:
+            # With a page token Coda ignores every other parameter, so send it alone.
+            query = {"pageToken": page_token} if page_token is not None else params
+            data = self._get_json(operation, path, query, page_token=page_token)
+            items = data.get("items")
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise BadResponse(f"{operation} answer has no list of objects under 'items'")
+            self.stats.pages += 1
+            yield items
+
+            next_token = data.get("nextPageToken")
+            if next_token is None or next_token == "":
+                return
+            if not isinstance(next_token, str):
+                raise BadResponse(f"{operation} answer has a nextPageToken that is not a string")
+            if next_token in seen_tokens or next_token == page_token:
+                raise BadResponse(
+                    f"{operation} returned a page token it had already returned; stopping "
+                    "instead of reading the same pages forever"
+                )
+            empty_pages = empty_pages + 1 if not items else 0
+            if empty_pages > MAX_EMPTY_PAGES:
+                raise BadResponse(
+                    f"{operation} returned {empty_pages} empty pages in a row, each with a next "
+                    "page token; stopping instead of paging forever"
+                )
+            seen_tokens.add(next_token)
+            page_token = next_token
+
+    def _get_json(
+        self,
+        operation: str,
+        path: str,
+        params: dict[str, Any],
+        *,
+        page_token: str | None = None,
+    ) -> dict[str, Any]:
+        response = self._send(operation, path, params, page_token=page_token)
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadResponse(
+                f"{operation} answered {response.status_code} with a body that is not valid "
+                f"JSON: {_preview(response)}",
+                status=response.status_code,
+            ) from None
+        if not isinstance(data, dict):
+            raise BadResponse(f"{operation} answered with JSON that is not an object")
+        return data
+
+    def _send(
+        self,
+        operation: str,
+        path: str,
+        params: dict[str, Any],
+        *,
+        page_token: str | None,
+    ) -> httpx.Response:
+        attempt = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            self._before_request(operation)
+            failure, retry_after = self._attempt(operation, path, params, page_token)
+            if isinstance(failure, httpx.Response):
+                return failure
+
+            delay = self.options.retry.delay(
+                attempt=attempt, waited=waited, retry_after=retry_after, rng=self.options.rng
+            )
+            if delay is None:
+                raise failure
+            self._sleep_before_retry(operation, delay, failure)
+            waited += delay
+            self.stats.retries += 1
+
+    def _attempt(
+        self, operation: str, path: str, params: dict[str, Any], page_token: str | None
+    ) -> tuple[httpx.Response | SourceError, float | None]:
+        """Send once; return the good response, or the error to retry (with Retry-After)."""
+        self.stats.requests += 1
+        try:
+            response = self._http.get(path, params=params, timeout=self._timeout())
+        except httpx.TimeoutException as exc:
+            return SourceTimeout(f"{operation} timed out ({type(exc).__name__})"), None
+        except httpx.TransportError as exc:
+            return SourceUnavailable(f"{operation} failed: network error {type(exc).__name__}"), None
+
+        status = response.status_code
+        if status in RETRYABLE_STATUSES:
+            return _retryable_error(operation, response), parse_retry_after(
+                response.headers.get("Retry-After")
+            )
+        if status >= 400:
+            raise _final_error(operation, response, page_token)
+        if not response.content.strip().startswith(b"{"):
+            # A proxy's HTML page or a cut-off body: worth another try.
+            return BadResponse(
+                f"{operation} answered {status} without a JSON object: {_preview(response)}",
+                status=status,
+            ), None
+        return response, None
+
+    def _before_request(self, operation: str) -> None:
+        options = self.options
+        if options.cancel is not None and options.cancel.is_set():
+            raise RunInterrupted("the worker is shutting down")
+        if options.deadline is not None and options.clock() >= options.deadline:
+            raise SourceTimeout(f"the run's deadline passed before {operation}")
+        if options.pacer is not None:
+            before = options.clock()
+            options.pacer.acquire(cancel=options.cancel, deadline=options.deadline)
+            self.stats.rate_limit_wait += options.clock() - before
+
+    def _timeout(self) -> httpx.Timeout:
+        read = self.options.timeout
+        if self.options.deadline is not None:
+            read = max(0.1, min(read, self.options.deadline - self.options.clock()))
+        return httpx.Timeout(read, connect=min(self.options.connect_timeout, read))
+
+    def _sleep_before_retry(self, operation: str, delay: float, failure: SourceError) -> None:
+        options = self.options
+        if options.deadline is not None and options.clock() + delay > options.deadline:
+            raise SourceTimeout(
+                f"the run's deadline would pass while waiting to retry {operation} "
+                f"after: {failure}"
+            ) from failure
+        logger.warning(
+            "retrying %s in %.1f s after: %s",
+            operation,
+            delay,
+            failure,
+            extra={"event": "request_retry", "operation": operation, "delay": delay},
+        )
+        if options.cancel is not None:
+            if options.cancel.wait(delay):
+                raise RunInterrupted("the worker is shutting down")
+        else:
+            time.sleep(delay)
+
+
+def _table_path(doc_id: str, table_id: str) -> str:
+    return f"docs/{quote(doc_id, safe='')}/tables/{quote(table_id, safe='')}"
+
+
+def _retryable_error(operation: str, response: httpx.Response) -> SourceError:
+    status = response.status_code
+    if status == 429:
+        return RateLimited(
+            f"{operation} was rate limited (429) by Coda after every retry; the limit is "
+            "shared by all tokens of one Coda user",
+            status=status,
+        )
+    return ServerError(
+        f"{operation} failed with {status} from Coda after every retry: {_error_message(response)}",
+        status=status,
+    )
+
+
+def _final_error(operation: str, response: httpx.Response, page_token: str | None) -> SourceError:
+    status = response.status_code
+    detail = _error_message(response)
+    if status in (401, 403):
+        if _json_error_body(response) is None:
+            # Coda's own refusals carry a JSON error; an HTML 403 comes from a proxy or edge
+            # and says nothing about the token, so it must not disable the job.
+            return BadResponse(
+                f"{operation} answered {status} without Coda's JSON error body (a proxy or "
+                f"firewall page?): {_preview(response)}",
+                status=status,
+            )
+        return SourceRejected(
+            f"{status} on {operation}: {detail}", status=status, operation=operation
+        )
+    if status == 404:
+        return SourceNotFound(
+            f"404 on {operation}: {detail}; the table does not exist or this token cannot see "
+            "it (Coda answers 404 for both)",
+            status=status,
+            operation=operation,
+        )
+    if status == 400 and page_token is not None:
+        return PageTokenRejected(f"{operation} rejected a page token: {detail}", status=status)
+    if status == 400:
+        return SourceBadRequest(f"400 on {operation}: {detail}", status=status)
+    return BadResponse(f"{operation} answered unexpected status {status}: {detail}", status=status)
+
+
+def _json_error_body(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(data, dict) and ("statusCode" in data or "message" in data):
+        return data
+    return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    body = _json_error_body(response)
+    if body is not None:
+        return str(body.get("message") or body.get("statusMessage") or response.reason_phrase)[
+            :ERROR_BODY_PREVIEW
+        ]
+    return _preview(response)
+
+
+def _preview(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    if not text:
+        return "(empty body)"
+    if len(text) > ERROR_BODY_PREVIEW:
+        return repr(text[:ERROR_BODY_PREVIEW] + "…")
+    return repr(text)
+
+
+def _require_str(data: dict[str, Any], key: str, operation: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise BadResponse(f"{operation} answer has no string {key!r}")
+    return value
+
+
+def _parse_column(item: dict[str, Any], position: int) -> ColumnInfo:
+    column_format = item.get("format")
+    return ColumnInfo(
+        id=_require_str(item, "id", "listColumns"),
+        name=str(item.get("name", "")),
+        position=position,
+        format=column_format if isinstance(column_format, dict) else {},
+        display=bool(item.get("display", False)),
+        calculated=bool(item.get("calculated", False)),
+    )
+
+
+def _parse_row(item: dict[str, Any]) -> RowRecord:
+    values = item.get("values")
+    if not isinstance(values, dict):
+        raise BadResponse(f"listRows returned row {item.get('id')!r} without a 'values' object")
+    index = item.get("index")
+    name = item.get("name")
+    return RowRecord(
+        id=_require_str(item, "id", "listRows"),
+        name=name if isinstance(name, str) else None,
+        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
+        created_at=_optional_str(item.get("createdAt")),
+        updated_at=_optional_str(item.get("updatedAt")),
+        values=values,
+    )
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
