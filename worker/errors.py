@@ -11,6 +11,7 @@ Every error the worker raises on purpose derives from `WorkerError`::
     │   ├── SourceBadRequest   400 that retrying cannot fix (a client bug or bad setting)
     │   ├── SourceUnavailable  429, 5xx or a network error that outlasted the retries
     │   ├── SourceTimeout      the run's deadline or a request timeout passed
+    │   ├── DocTooLarge        the doc passed Coda's API size limit (about 125 MB)
     │   └── BadResponse        the answer was not the JSON the API documents
     ├── SinkError              PostgreSQL failed or went away
     └── RunInterrupted         the worker is shutting down and stopped the run
@@ -101,6 +102,12 @@ class BadResponse(SourceError):
     """Coda answered with something other than the documented JSON."""
 
     kind = "bad_response"
+
+
+class DocTooLarge(SourceError):
+    """Coda no longer serves the doc through the API because it passed the API size limit."""
+
+    kind = "doc_too_large"
 
 
 class SinkError(WorkerError):

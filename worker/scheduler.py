@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from apscheduler.events import EVENT_JOB_SUBMITTED, JobEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -20,6 +20,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from worker import status
 from worker.config import Config, Job
+from worker.cron import cron_trigger as job_trigger
+from worker.cron import is_overdue, last_fire_time, schedule_interval
 from worker.database import Database
 from worker.errors import SinkError
 from worker.sync import JobRunner
@@ -32,22 +34,7 @@ MAINTENANCE_INTERVAL = 15.0  # seconds between checks for jobs enabled from outs
 
 def cron_trigger(job: Job) -> CronTrigger:
     """Build the job's trigger from its 5-field cron expression and time zone."""
-    return CronTrigger.from_crontab(job.schedule, timezone=job.timezone)
-
-
-def schedule_interval(trigger: CronTrigger, now: datetime) -> timedelta:
-    """Return the gap between the trigger's next two fire times after *now*."""
-    first = trigger.get_next_fire_time(None, now)
-    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
-    if first is None or second is None:
-        return timedelta(days=365)
-    gap: timedelta = second - first
-    return gap
-
-
-def is_overdue(last_success: datetime | None, interval: timedelta, now: datetime) -> bool:
-    """Return True when a job should run right after start instead of waiting for its slot."""
-    return last_success is None or now - last_success > interval
+    return job_trigger(job.schedule, job.timezone)
 
 
 class Worker:
@@ -133,7 +120,8 @@ class Worker:
         if self.stopping.is_set():
             return
         job = self.config.job(name)
-        result = self.runner.run(job)
+        slot = last_fire_time(cron_trigger(job), datetime.now(UTC))
+        result = self.runner.run(job, slot=slot)
         if result.outcome == "disabled":
             self._unschedule(name)
 

@@ -46,6 +46,29 @@ class DeletePlan:
     mode: Literal["hard", "soft", "withhold"]
 
 
+def encode_values(values: dict[str, Any]) -> str:
+    """Serialise cell values for a jsonb column.
+
+    PostgreSQL's jsonb cannot hold the NUL character (U+0000), so NULs inside strings become
+    U+FFFD; every other character, key and number is kept as Coda sent it.
+    """
+    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" not in text:
+        return text
+    # NOTE: a cell that contained U+0000 is stored with U+FFFD in its place.
+    return json.dumps(_replace_nul(values), ensure_ascii=False, separators=(",", ":"))
+
+
+def _replace_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_replace_nul(key): _replace_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace_nul(item) for item in value]
+    return value
+
+
 class TableSink:
     """The data table `<schema>.<table>` of one job, written inside one transaction."""
 
@@ -122,7 +145,7 @@ class TableSink:
                         row.index,
                         row.created_at,
                         row.updated_at,
-                        json.dumps(row.values, ensure_ascii=False, separators=(",", ":")),
+                        encode_values(row.values),
                     )
                 )
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from pydantic import SecretStr
 from worker import __version__
 from worker.errors import (
     BadResponse,
+    DocTooLarge,
     RateLimited,
     RunInterrupted,
     ServerError,
@@ -292,6 +294,15 @@ class CodaClient:
             return SourceUnavailable(f"{operation} failed: network error {type(exc).__name__}"), None
 
         status = response.status_code
+        if status >= 400 and _says_doc_too_large(response):
+            raise DocTooLarge(
+                f"{operation} answered {status}: {_error_message(response)}; the doc is over "
+                "Coda's API size limit (about 125 MB of data). The API stops serving it while "
+                "the browser still opens it: shrink the doc (button and formula columns add "
+                "size) or move this table to a smaller doc",
+                status=status,
+                operation=operation,
+            )
         if status in RETRYABLE_STATUSES:
             return _retryable_error(operation, response), parse_retry_after(
                 response.headers.get("Retry-After")
@@ -391,6 +402,12 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
     return BadResponse(f"{operation} answered unexpected status {status}: {detail}", status=status)
 
 
+def _says_doc_too_large(response: httpx.Response) -> bool:
+    # Coda documents no status or code for this; its message text is the only signal.
+    message = _error_message(response).lower()
+    return "too large" in message or "size limit" in message or "too big" in message
+
+
 def _json_error_body(response: httpx.Response) -> dict[str, Any] | None:
     try:
         data = response.json()
@@ -448,11 +465,18 @@ def _parse_row(item: dict[str, Any]) -> RowRecord:
         id=_require_str(item, "id", "listRows"),
         name=name if isinstance(name, str) else None,
         index=index if isinstance(index, int) and not isinstance(index, bool) else None,
-        created_at=_optional_str(item.get("createdAt")),
-        updated_at=_optional_str(item.get("updatedAt")),
+        created_at=_timestamp(item.get("createdAt")),
+        updated_at=_timestamp(item.get("updatedAt")),
         values=values,
     )
 
 
-def _optional_str(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+def _timestamp(value: object) -> str | None:
+    """Keep an ISO 8601 timestamp for PostgreSQL; anything unparsable becomes None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return value

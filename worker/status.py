@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from worker.config import Job
+from worker.cron import cron_trigger, schedule_interval
 from worker.sink import MergeCounts
 from worker.source import ColumnInfo, RequestStats
 
@@ -79,14 +80,19 @@ def register_jobs(conn: Connection, jobs: Iterable[Job]) -> list[str]:
     """
     reenabled: list[str] = []
     names = []
+    now = datetime.now(UTC)
     for job in jobs:
         names.append(job.name)
         row = conn.execute(
             "INSERT INTO coda_sync.job_status AS s"
-            " (job_name, doc_id, table_id, target_table, token_fingerprint, config_fingerprint)"
-            " VALUES (%(name)s, %(doc)s, %(table)s, %(target)s, %(token)s, %(config)s)"
+            " (job_name, doc_id, table_id, target_table, token_fingerprint, config_fingerprint,"
+            "  schedule, schedule_interval_seconds)"
+            " VALUES (%(name)s, %(doc)s, %(table)s, %(target)s, %(token)s, %(config)s,"
+            "  %(schedule)s, %(interval)s)"
             " ON CONFLICT (job_name) DO UPDATE SET"
             "  doc_id = excluded.doc_id, table_id = excluded.table_id,"
+            "  schedule = excluded.schedule,"
+            "  schedule_interval_seconds = excluded.schedule_interval_seconds,"
             "  target_table = excluded.target_table,"
             "  token_fingerprint = excluded.token_fingerprint,"
             "  config_fingerprint = excluded.config_fingerprint,"
@@ -109,6 +115,10 @@ def register_jobs(conn: Connection, jobs: Iterable[Job]) -> list[str]:
                 "target": f"{job.target_schema}.{job.target_table}",
                 "token": job.token_fingerprint,
                 "config": job.config_fingerprint,
+                "schedule": f"{job.schedule} ({job.timezone})",
+                "interval": schedule_interval(
+                    cron_trigger(job.schedule, job.timezone), now
+                ).total_seconds(),
             },
         ).fetchone()
         if row is not None and row[0]:
@@ -272,11 +282,11 @@ def list_status(conn: Connection, names: Sequence[str] | None = None) -> list[di
     with conn.cursor(row_factory=dict_row) as cursor:
         if names:
             cursor.execute(
-                "SELECT * FROM coda_sync.job_status WHERE job_name = ANY(%s) ORDER BY job_name",
+                "SELECT * FROM coda_sync.job_health WHERE job_name = ANY(%s) ORDER BY job_name",
                 (list(names),),
             )
         else:
-            cursor.execute("SELECT * FROM coda_sync.job_status ORDER BY job_name")
+            cursor.execute("SELECT * FROM coda_sync.job_health ORDER BY job_name")
         return cursor.fetchall()
 
 
@@ -291,3 +301,82 @@ def try_lock_job(conn: Connection, job_name: str) -> bool:
         (job_name,),
     ).fetchone()
     return bool(row and row[0])
+
+
+def claim_slot(conn: Connection, job_name: str, slot: datetime) -> bool:
+    """Claim the scheduled run at *slot* for this worker; False when a replica already did.
+
+    The compare-and-set on `last_slot` lets exactly one of several replicas that fire the same
+    cron slot run it. The claim commits on its own, so a replica that dies mid-run does not
+    hand the slot to another one; the job's next slot runs as usual.
+    """
+    row = conn.execute(
+        "UPDATE coda_sync.job_status SET last_slot = %s"
+        " WHERE job_name = %s AND (last_slot IS NULL OR last_slot < %s) RETURNING 1",
+        (slot, job_name, slot),
+    ).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """One row of `coda_sync.job_runs`."""
+
+    run_id: str
+    job_name: str
+    instance_id: str
+    scheduled_for: datetime | None
+    started_at: datetime
+    outcome: str
+    error_kind: str | None = None
+    error: str | None = None
+    counts: MergeCounts | None = None
+    stats: RequestStats | None = None
+    duration: float | None = None
+
+
+def record_run(conn: Connection, run: RunRecord) -> None:
+    """Append a finished run to the history."""
+    counts, stats = run.counts, run.stats
+    conn.execute(
+        "INSERT INTO coda_sync.job_runs (run_id, job_name, instance_id, scheduled_for, started_at,"
+        " outcome, error_kind, error, rows_read, rows_inserted, rows_updated, rows_deleted,"
+        " requests, retries, duration_seconds)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            run.run_id,
+            run.job_name,
+            run.instance_id,
+            run.scheduled_for,
+            run.started_at,
+            run.outcome,
+            run.error_kind,
+            run.error,
+            counts.read if counts else None,
+            counts.inserted if counts else None,
+            counts.updated if counts else None,
+            counts.deleted if counts else None,
+            stats.requests if stats else None,
+            stats.retries if stats else None,
+            run.duration,
+        ),
+    )
+
+
+def prune_runs(conn: Connection, keep: timedelta) -> int:
+    """Delete history rows older than *keep*; return how many went."""
+    cursor = conn.execute(
+        "DELETE FROM coda_sync.job_runs WHERE started_at < now() - %s", (keep,)
+    )
+    return max(cursor.rowcount, 0)
+
+
+def list_runs(conn: Connection, job_name: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """Return the newest runs, optionally of one job, newest first."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(
+            "SELECT * FROM coda_sync.job_runs WHERE %(job)s::text IS NULL OR job_name = %(job)s"
+            " ORDER BY started_at DESC LIMIT %(limit)s",
+            {"job": job_name, "limit": limit},
+        )
+        return cursor.fetchall()

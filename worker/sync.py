@@ -1,51 +1,47 @@
 """One run of one job: read the whole Coda table, then merge it and record the outcome.
 
-The read streams into a staging table inside the run's transaction; the merge and the status
-update happen in that same transaction after the last page. Any failure rolls it back, so a
-failed run leaves the data table exactly as it was, and only then is the failure recorded.
+The read streams into a staging table inside the run's transaction; the merge, the status
+update and the history row happen in that same transaction after the last page. Any failure
+rolls it back, so a failed run leaves the data table exactly as it was, and only then is the
+failure recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
 from worker import status
 from worker.config import Job
 from worker.database import Database
-from worker.errors import (
-    ConfigError,
-    RunInterrupted,
-    SinkError,
-    SourceError,
-    SourceRejected,
-    WorkerError,
-)
+from worker.errors import ConfigError, RunInterrupted, SinkError, SourceError, SourceRejected, WorkerError
 from worker.outcome import decide_deletes, explain_rejection
 from worker.pacing import PacerRegistry
 from worker.sink import DeletePlan, MergeCounts, TableSink
-from worker.source import (
-    ClientOptions,
-    CodaClient,
-    Identity,
-    PageTokenRejected,
-    RequestStats,
-    TableInfo,
-)
+from worker.source import ClientOptions, CodaClient, Identity, PageTokenRejected, RequestStats, TableInfo
 
 logger = logging.getLogger(__name__)
 
 ClientFactory = Callable[[SecretStr, ClientOptions], CodaClient]
 
 
+def new_instance_id() -> str:
+    """Return an id for this worker process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
-    """What one run did; `outcome` is 'succeeded', 'failed', 'disabled', 'interrupted' or 'skipped'."""
+    """What one run did: 'succeeded', 'failed', 'disabled', 'interrupted' or 'skipped'."""
 
     job_name: str
     outcome: str
@@ -54,6 +50,7 @@ class RunResult:
     error_kind: str | None = None
     message: str | None = None
     attention: str | None = None
+    run_id: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -65,6 +62,26 @@ class RunnerOptions:
     connect_timeout: float = 10.0  # seconds
     max_retry_time: float = 300.0  # seconds of backoff one request may use
     cancel: threading.Event = field(default_factory=threading.Event)
+    instance_id: str = field(default_factory=new_instance_id)
+
+
+@dataclass(kw_only=True)
+class Run:
+    """The state of one run in progress."""
+
+    job: Job
+    run_id: str
+    slot: datetime | None
+    started: float  # monotonic seconds
+    started_at: datetime
+    client: CodaClient | None = None
+
+    @property
+    def stats(self) -> RequestStats | None:
+        return self.client.stats if self.client is not None else None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
 
 
 class JobRunner:
@@ -83,72 +100,75 @@ class JobRunner:
         self.pacers = pacers or PacerRegistry()
         self._client_factory = client_factory or self._default_client
 
-    def run(self, job: Job, *, allow_mass_delete: bool = False) -> RunResult:
-        """Run *job* once and record its outcome; never raises for a job-level failure."""
-        started = time.monotonic()
+    def run(
+        self, job: Job, *, allow_mass_delete: bool = False, slot: datetime | None = None
+    ) -> RunResult:
+        """Run *job* once and record its outcome; never raises for a job-level failure.
+
+        *slot* is the scheduled fire time; among replicas only the first to claim it runs.
+        """
+        run = Run(
+            job=job,
+            run_id=uuid.uuid4().hex,
+            slot=slot,
+            started=time.monotonic(),
+            started_at=datetime.now(UTC),
+        )
         if job.token is None:
             problem = job.token_problem or "the job has no token"
-            return self._record_failure(job, ConfigError(f"token missing: {problem}"), started, None)
+            return self._fail(run, ConfigError(f"token missing: {problem}"))
 
         try:
-            with self.db.connection() as conn:
-                state = status.load_state(conn, job.name)
-                if state is None:
-                    status.register_jobs(conn, [job])
-                elif not state.enabled:
-                    return RunResult(
-                        job_name=job.name,
-                        outcome="skipped",
-                        duration=0.0,
-                        message=f"disabled: {state.disabled_reason}; re-enable with "
-                        f"`coda-sync enable {job.name}`",
-                    )
-                status.mark_started(conn, job.name)
+            skipped = self._start(run)
         except SinkError as exc:
             logger.error(
-                "job %s not started: %s",
-                job.name,
-                exc,
-                extra={"event": "run_failed", "job": job.name, "kind": exc.kind},
+                "job %s not started: %s", job.name, exc, extra={"event": "run_failed", "job": job.name}
             )
-            return RunResult(
-                job_name=job.name,
-                outcome="failed",
-                duration=time.monotonic() - started,
-                error_kind=exc.kind,
-                message=str(exc),
-            )
+            return self._result(run, "failed", error_kind=exc.kind, message=str(exc))
+        if skipped is not None:
+            return skipped
 
-        client = self._client(job, started)
+        run.client = self._client(run)
         try:
-            return self._read_and_merge(job, client, started, allow_mass_delete)
+            self._share_user_budget(run)
+            return self._read_and_merge(run, allow_mass_delete)
+        except SourceRejected as exc:
+            return self._disable(run, exc)
         except WorkerError as exc:
-            return self._handle_failure(job, client, exc, started)
+            return self._fail(run, exc)
         except Exception as exc:
             # A bug, not a job-level failure: record it so the status row does not claim the
             # job is still running, then let the traceback reach the log.
-            self._write_failure(
-                job,
-                outcome="failed",
-                kind="internal_error",
-                message=f"internal error: {type(exc).__name__}: {exc}",
-                duration=time.monotonic() - started,
-                stats=client.stats,
-            )
+            self._write_failure(run, "failed", "internal_error", f"internal error: {exc!r}")
             raise
         finally:
-            client.close()
+            run.client.close()
 
-    def _client(self, job: Job, started: float) -> CodaClient:
+    def _start(self, run: Run) -> RunResult | None:
+        job = run.job
+        with self.db.connection() as conn:
+            state = status.load_state(conn, job.name)
+            if state is None:
+                status.register_jobs(conn, [job])
+            elif not state.enabled:
+                message = (
+                    f"disabled: {state.disabled_reason}; re-enable with `coda-sync enable {job.name}`"
+                )
+                return self._result(run, "skipped", message=message)
+            if run.slot is not None and not status.claim_slot(conn, job.name, run.slot):
+                return self._result(run, "skipped", message="another worker ran this slot")
+            status.mark_started(conn, job.name)
+        return None
+
+    def _client(self, run: Run) -> CodaClient:
+        job = run.job
         assert job.token is not None
-        fingerprint = job.token_fingerprint or ""
-        user = self.pacers.user_of(fingerprint) or f"token:{fingerprint}"
         options = ClientOptions(
             timeout=self.options.timeout,
             connect_timeout=self.options.connect_timeout,
-            deadline=started + job.run_timeout,
+            deadline=run.started + job.run_timeout,
             cancel=self.options.cancel,
-            pacer=self.pacers.for_user(user),
+            pacer=self.pacers.for_user(f"token:{job.token_fingerprint}"),
         )
         options.retry = type(options.retry)(max_total_delay=self.options.max_retry_time)
         return self._client_factory(job.token, options)
@@ -156,21 +176,37 @@ class JobRunner:
     def _default_client(self, token: SecretStr, options: ClientOptions) -> CodaClient:
         return CodaClient(self.options.base_url, token, options=options)
 
-    def _read_and_merge(
-        self, job: Job, client: CodaClient, started: float, allow_mass_delete: bool
-    ) -> RunResult:
+    def _share_user_budget(self, run: Run) -> None:
+        """Pace the run with the budget of the token's Coda user, learnt once per token.
+
+        Coda's rate limit counts every token of one user together, so jobs with different
+        tokens of the same user must draw from one budget.
+        """
+        assert run.client is not None
+        fingerprint = run.job.token_fingerprint or ""
+        user = self.pacers.user_of(fingerprint)
+        if user is None:
+            try:
+                user = run.client.whoami().login_id
+            except SourceError as exc:
+                # The run's own requests will fail the same way and explain it; until then
+                # the token keeps a budget of its own.
+                logger.debug("job %s: /whoami failed, pacing by token: %s", run.job.name, exc)
+                return
+            self.pacers.remember_user(fingerprint, user)
+        run.client.options.pacer = self.pacers.for_user(user)
+
+    def _read_and_merge(self, run: Run, allow_mass_delete: bool) -> RunResult:
+        job, client = run.job, run.client
+        assert client is not None
         with self.db.connection() as conn, conn.transaction():
+            # The lock lives as long as this transaction: it keeps two workers from writing
+            # one table at once, and a worker whose session ended can no longer commit.
             if not status.try_lock_job(conn, job.name):
-                return RunResult(
-                    job_name=job.name,
-                    outcome="skipped",
-                    duration=time.monotonic() - started,
-                    message="another worker is running this job right now",
-                )
+                return self._result(run, "skipped", message="another worker is running this job now")
             state = status.load_state(conn, job.name, lock=True)
             if state is not None and not state.enabled:
-                return RunResult(job_name=job.name, outcome="skipped", duration=0.0,
-                                 message=f"disabled: {state.disabled_reason}")
+                return self._result(run, "skipped", message=f"disabled: {state.disabled_reason}")
 
             table = self._resolve_table(job, client, state.resolved_table_id if state else None)
             columns = client.list_columns(job.doc_id, table.id)
@@ -180,25 +216,20 @@ class JobRunner:
 
             plan, attention = self._plan_deletes(job, sink, table, allow_mass_delete)
             counts = sink.merge(plan)
-            duration = time.monotonic() - started
             status.save_columns(conn, job.name, columns)
             status.record_success(
                 conn,
                 job.name,
                 counts=counts,
                 stats=client.stats,
-                duration=duration,
+                duration=run.elapsed(),
                 resolved_table_id=table.id,
                 attention=attention,
             )
-        self._log_success(job, counts, client.stats, duration, attention)
-        return RunResult(
-            job_name=job.name,
-            outcome="succeeded",
-            duration=duration,
-            counts=counts,
-            attention=attention,
-        )
+            status.record_run(conn, self._record(run, "succeeded", counts=counts))
+        result = self._result(run, "succeeded", counts=counts, attention=attention)
+        self._log_success(result, client.stats)
+        return result
 
     def _resolve_table(self, job: Job, client: CodaClient, resolved: str | None) -> TableInfo:
         # A table configured by name is looked up once and then addressed by its immutable id,
@@ -213,9 +244,7 @@ class JobRunner:
             )
         return table
 
-    def _read_all_rows(
-        self, job: Job, client: CodaClient, sink: TableSink, table: TableInfo
-    ) -> None:
+    def _read_all_rows(self, job: Job, client: CodaClient, sink: TableSink, table: TableInfo) -> None:
         # A page token that Coda rejects mid-read (it expired, or the table changed) restarts
         # the read once from the first page; a second rejection fails the run.
         for attempt in (1, 2):
@@ -224,7 +253,7 @@ class JobRunner:
                 for page in client.iter_row_pages(job.doc_id, table.id):
                     sink.stage(page)
                     if self.options.cancel.is_set():
-                        raise RunInterrupted("the worker is shutting down")
+                        raise RunInterrupted("the worker is shutting down; the run was rolled back")
                 return
             except PageTokenRejected:
                 if attempt == 2:
@@ -254,16 +283,9 @@ class JobRunner:
             return DeletePlan(mode="withhold"), decision.reason
         return DeletePlan(mode=job.deletes), None
 
-    def _handle_failure(
-        self, job: Job, client: CodaClient, exc: WorkerError, started: float
-    ) -> RunResult:
-        if isinstance(exc, SourceRejected):
-            return self._disable(job, client, exc, started)
-        return self._record_failure(job, exc, started, client.stats)
-
-    def _disable(
-        self, job: Job, client: CodaClient, exc: SourceRejected, started: float
-    ) -> RunResult:
+    def _disable(self, run: Run, exc: SourceRejected) -> RunResult:
+        job, client = run.job, run.client
+        assert client is not None
         identity: Identity | None = None
         whoami_status: int | None = None
         try:
@@ -281,82 +303,86 @@ class JobRunner:
             identity=identity,
             whoami_status=whoami_status,
         )
-        duration = time.monotonic() - started
-        self._write_failure(
-            job,
-            outcome="disabled",
-            kind=rejection.kind,
-            message=rejection.reason,
-            duration=duration,
-            stats=client.stats,
-            disable_reason=rejection.reason,
-        )
+        self._write_failure(run, "disabled", rejection.kind, rejection.reason, disable=True)
         logger.error(
             "job %s disabled: %s",
             job.name,
             rejection.reason,
-            extra={"event": "job_disabled", "job": job.name, "kind": rejection.kind},
+            extra={"event": "job_disabled", "job": job.name, "run_id": run.run_id, "kind": rejection.kind},
         )
-        return RunResult(
-            job_name=job.name,
-            outcome="disabled",
-            duration=duration,
-            error_kind=rejection.kind,
-            message=rejection.reason,
-        )
+        return self._result(run, "disabled", error_kind=rejection.kind, message=rejection.reason)
 
-    def _record_failure(
-        self, job: Job, exc: WorkerError, started: float, stats: RequestStats | None
-    ) -> RunResult:
+    def _fail(self, run: Run, exc: WorkerError) -> RunResult:
         outcome = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
-        duration = time.monotonic() - started
         message = str(exc)
-        self._write_failure(
-            job, outcome=outcome, kind=exc.kind, message=message, duration=duration, stats=stats
-        )
+        self._write_failure(run, outcome, exc.kind, message)
         log = logger.warning if outcome == "interrupted" else logger.error
         log(
             "job %s %s after %.1f s (%s): %s",
-            job.name,
+            run.job.name,
             outcome,
-            duration,
+            run.elapsed(),
             exc.kind,
             message,
-            extra={"event": f"run_{outcome}", "job": job.name, "kind": exc.kind},
+            extra={"event": f"run_{outcome}", "job": run.job.name, "run_id": run.run_id, "kind": exc.kind},
         )
-        return RunResult(
-            job_name=job.name,
-            outcome=outcome,
-            duration=duration,
-            error_kind=exc.kind,
-            message=message,
-        )
+        return self._result(run, outcome, error_kind=exc.kind, message=message)
 
-    def _write_failure(self, job: Job, **fields: object) -> None:
+    def _write_failure(
+        self, run: Run, outcome: str, kind: str, message: str, *, disable: bool = False
+    ) -> None:
         try:
-            with self.db.connection() as conn:
-                status.record_failure(conn, job.name, **fields)  # type: ignore[arg-type]
+            with self.db.connection() as conn, conn.transaction():
+                status.record_failure(
+                    conn,
+                    run.job.name,
+                    outcome=outcome,
+                    kind=kind,
+                    message=message,
+                    duration=run.elapsed(),
+                    stats=run.stats,
+                    disable_reason=message if disable else None,
+                )
+                status.record_run(conn, self._record(run, outcome, error_kind=kind, error=message))
         except SinkError as exc:
             logger.error(
                 "job %s: could not record the run's outcome: %s",
-                job.name,
+                run.job.name,
                 exc,
-                extra={"event": "status_write_failed", "job": job.name},
+                extra={"event": "status_write_failed", "job": run.job.name, "run_id": run.run_id},
             )
 
-    def _log_success(
-        self,
-        job: Job,
-        counts: MergeCounts,
-        stats: RequestStats,
-        duration: float,
-        attention: str | None,
-    ) -> None:
+    def _record(self, run: Run, outcome: str, **fields: object) -> status.RunRecord:
+        return status.RunRecord(
+            run_id=run.run_id,
+            job_name=run.job.name,
+            instance_id=self.options.instance_id,
+            scheduled_for=run.slot,
+            started_at=run.started_at,
+            outcome=outcome,
+            stats=run.stats,
+            duration=run.elapsed(),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _result(self, run: Run, outcome: str, **fields: object) -> RunResult:
+        duration = 0.0 if outcome == "skipped" else run.elapsed()
+        return RunResult(
+            job_name=run.job.name,
+            outcome=outcome,
+            duration=duration,
+            run_id=run.run_id,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def _log_success(self, result: RunResult, stats: RequestStats) -> None:
+        counts = result.counts
+        assert counts is not None
         logger.info(
             "job %s succeeded in %.1f s: %d read, %d inserted, %d updated, %d deleted, "
             "%d total (%d requests, %d retries)%s",
-            job.name,
-            duration,
+            result.job_name,
+            result.duration,
             counts.read,
             counts.inserted,
             counts.updated,
@@ -364,20 +390,24 @@ class JobRunner:
             counts.total,
             stats.requests,
             stats.retries,
-            f"; needs attention: {attention}" if attention else "",
+            f"; needs attention: {result.attention}" if result.attention else "",
             extra={
                 "event": "run_succeeded",
-                "job": job.name,
+                "job": result.job_name,
+                "run_id": result.run_id,
                 "rows_read": counts.read,
                 "rows_inserted": counts.inserted,
                 "rows_updated": counts.updated,
                 "rows_deleted": counts.deleted,
                 "rows_total": counts.total,
-                "duration": duration,
+                "requests": stats.requests,
+                "retries": stats.retries,
+                "duration": result.duration,
             },
         )
 
 
 def friendly_operation(operation: str) -> str:
+    """Name a Coda operation the way a status reason reads: 'rows', 'columns' or 'table'."""
     names = {"listRows": "rows", "listColumns": "columns", "getTable": "table"}
     return names.get(operation.strip(), operation.strip())
