@@ -33,17 +33,15 @@ SYSTEM_SCHEMA = "coda_sync"
 
 
 def validate_cron(expression: str, timezone: str = "UTC") -> str:
-    """Check a 5-field cron expression the way the scheduler will read it."""
-    from apscheduler.triggers.cron import CronTrigger
+    """Check a cron expression the way the scheduler will read it."""
+    from worker.cron import cron_trigger
 
-    if len(expression.split()) != 5:
-        raise ValueError(
-            f"expected a 5-field cron expression such as '0 * * * *', got {expression!r}"
-        )
     try:
-        CronTrigger.from_crontab(expression, timezone=timezone)
+        cron_trigger(expression, timezone)
     except ValueError as exc:
-        raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
+        raise ValueError(
+            f"invalid cron expression {expression!r}: {exc}; expected 5 fields such as '0 * * * *'"
+        ) from None
     return expression
 
 

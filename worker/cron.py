@@ -10,11 +10,70 @@ from apscheduler.triggers.cron import CronTrigger
 logger = logging.getLogger(__name__)
 
 FALLBACK_INTERVAL = timedelta(days=365)  # for a schedule that never fires again
+WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering, 0 = Sunday
 
 
 def cron_trigger(schedule: str, timezone: str) -> CronTrigger:
-    """Build a trigger from a 5-field cron expression in the given IANA time zone."""
-    return CronTrigger.from_crontab(schedule, timezone=timezone)
+    """Build a trigger from a cron expression in the given IANA time zone.
+
+    Five fields are standard crontab (minute hour day month weekday); six fields put a seconds
+    field first. Weekday numbers follow crontab (0 and 7 are Sunday). APScheduler 3.x counts
+    0 as Monday, so numbers are turned into day names before they reach it.
+    """
+    fields = schedule.split()
+    if len(fields) not in (5, 6):
+        raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
+    second = fields.pop(0) if len(fields) == 6 else "0"
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        second=second,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=timezone,
+    )
+
+
+def crontab_weekdays(field: str) -> str:
+    """Rewrite a crontab weekday field (0 or 7 = Sunday) with day names APScheduler reads alike."""
+    if field in ("*", "?"):
+        return "*"
+    days: list[str] = []
+    for part in field.split(","):
+        for number in _expand_weekdays(part.lower()):
+            name = WEEKDAY_NAMES[number % 7]
+            if name not in days:
+                days.append(name)
+    return ",".join(days)
+
+
+def _expand_weekdays(part: str) -> list[int]:
+    base, _, step_text = part.partition("/")
+    step = int(step_text) if step_text else 1
+    if step < 1:
+        raise ValueError(f"invalid step in weekday field {part!r}")
+    if base in ("*", ""):
+        first, last = 0, 6
+    elif "-" in base:
+        start, end = base.split("-", 1)
+        first, last = _weekday_number(start), _weekday_number(end)
+    else:
+        first = last = _weekday_number(base)
+        if step_text:
+            last = 6
+    if last < first:
+        raise ValueError(f"weekday range {part!r} runs backwards")
+    return list(range(first, last + 1, step))
+
+
+def _weekday_number(text: str) -> int:
+    if text in WEEKDAY_NAMES:
+        return WEEKDAY_NAMES.index(text)
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise ValueError(f"invalid weekday {text!r}; use 0-7 (0 and 7 are Sunday) or sun-sat")
 
 
 def schedule_interval(trigger: CronTrigger, now: datetime) -> timedelta:
