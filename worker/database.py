@@ -173,14 +173,18 @@ def open_database(
     wait: float = 0.0,
     sleep: Callable[[float], None] = time.sleep,
     max_size: int = 8,
+    attempt_timeout: float = 3.0,
 ) -> Database:
-    """Open a pool and migrate, retrying with a logged backoff for up to *wait* seconds."""
+    """Open a pool and migrate, retrying with a logged backoff for up to *wait* seconds.
+
+    Each attempt waits at most *attempt_timeout* seconds for a first connection.
+    """
     deadline = time.monotonic() + wait
     delay = 1.0
     while True:
         db = Database(url, max_size=max_size)
         try:
-            db.open(timeout=min(10.0, max(1.0, wait)))
+            db.open(timeout=attempt_timeout)
             migrate(db)
             return db
         except SinkError as exc:

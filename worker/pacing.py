@@ -40,7 +40,14 @@ class SlidingWindow:
 
 
 class Pacer:
-    """A thread-safe sliding window shared by every client of one Coda user."""
+    """A thread-safe sliding window shared by every client of one Coda user.
+
+    The window is padded by `WINDOW_MARGIN`: the server starts its window when a request
+    arrives, a little after we count it, so an unpadded window lets the 101st request in early.
+    """
+
+    WINDOW_MARGIN = 0.05  # fraction of the window, at least MIN_MARGIN seconds
+    MIN_MARGIN = 0.25  # seconds
 
     def __init__(
         self,
@@ -49,7 +56,8 @@ class Pacer:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._window = SlidingWindow(limit, window)
+        padded = window + max(self.MIN_MARGIN, window * self.WINDOW_MARGIN)
+        self._window = SlidingWindow(limit, padded)
         self._lock = threading.Lock()
         self._clock = clock
         self.waited = 0.0  # seconds spent waiting in all, for measurements
@@ -76,6 +84,12 @@ class Pacer:
                     raise RunInterrupted("stopped while waiting for the rate limit")
             else:
                 time.sleep(wait)
+
+
+    def charge(self) -> None:
+        """Count a request that was sent without waiting for this budget."""
+        with self._lock:
+            self._window.record(self._clock())
 
 
 class PacerRegistry:

@@ -118,6 +118,7 @@ class ClientOptions:
     pacer: Pacer | None = None
     rng: random.Random = field(default_factory=random.Random)
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] | None = None  # replaces the backoff wait, for tests
 
 
 class CodaClient:
@@ -348,7 +349,9 @@ class CodaClient:
             failure,
             extra={"event": "request_retry", "operation": operation, "delay": delay},
         )
-        if options.cancel is not None:
+        if options.sleep is not None:
+            options.sleep(delay)
+        elif options.cancel is not None:
             if options.cancel.wait(delay):
                 raise RunInterrupted("the worker is shutting down")
         else:

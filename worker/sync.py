@@ -194,6 +194,8 @@ class JobRunner:
                 logger.debug("job %s: /whoami failed, pacing by token: %s", run.job.name, exc)
                 return
             self.pacers.remember_user(fingerprint, user)
+            # That /whoami counted against the user's limit too.
+            self.pacers.for_user(user).charge()
         run.client.options.pacer = self.pacers.for_user(user)
 
     def _read_and_merge(self, run: Run, allow_mass_delete: bool) -> RunResult:
