@@ -380,3 +380,24 @@ def list_runs(conn: Connection, job_name: str | None = None, limit: int = 20) ->
             {"job": job_name, "limit": limit},
         )
         return cursor.fetchall()
+
+
+def relabel_if_all_not_found(conn: Connection, message: str) -> list[str]:
+    """Relabel 404 failures as one API-wide problem when every configured job has one.
+
+    Returns the relabelled job names, or an empty list when at least one configured, enabled
+    job did not end in a 404, or when fewer than two jobs are configured (one job's 404 says
+    nothing about the base URL).
+    """
+    rows = conn.execute(
+        "SELECT job_name, last_error_kind FROM coda_sync.job_status WHERE in_config AND enabled"
+    ).fetchall()
+    kinds = {row[1] for row in rows}
+    if len(rows) < 2 or not kinds <= {"not_found", "api_not_found"}:
+        return []
+    conn.execute(
+        "UPDATE coda_sync.job_status SET last_error_kind = 'api_not_found', last_error = %s,"
+        " updated_at = now() WHERE in_config AND enabled",
+        (message,),
+    )
+    return [row[0] for row in rows]

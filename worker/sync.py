@@ -23,7 +23,15 @@ from pydantic import SecretStr
 from worker import status
 from worker.config import Job
 from worker.database import Database
-from worker.errors import ConfigError, RunInterrupted, SinkError, SourceError, SourceRejected, WorkerError
+from worker.errors import (
+    ConfigError,
+    RunInterrupted,
+    SinkError,
+    SourceError,
+    SourceNotFound,
+    SourceRejected,
+    WorkerError,
+)
 from worker.outcome import decide_deletes, explain_rejection
 from worker.pacing import PacerRegistry
 from worker.sink import DeletePlan, MergeCounts, TableSink
@@ -99,6 +107,8 @@ class JobRunner:
         self.options = options
         self.pacers = pacers or PacerRegistry()
         self._client_factory = client_factory or self._default_client
+        self._lock = threading.Lock()
+        self._api_not_found_logged: tuple[str, ...] = ()
 
     def run(
         self, job: Job, *, allow_mass_delete: bool = False, slot: datetime | None = None
@@ -322,6 +332,8 @@ class JobRunner:
         outcome = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
         message = str(exc)
         self._write_failure(run, outcome, exc.kind, message)
+        if isinstance(exc, SourceNotFound) and self._all_jobs_not_found():
+            return self._result(run, outcome, error_kind="api_not_found", message=self._api_not_found())
         log = logger.warning if outcome == "interrupted" else logger.error
         log(
             "job %s %s after %.1f s (%s): %s",
@@ -333,6 +345,33 @@ class JobRunner:
             extra={"event": f"run_{outcome}", "job": run.job.name, "run_id": run.run_id, "kind": exc.kind},
         )
         return self._result(run, outcome, error_kind=exc.kind, message=message)
+
+    def _api_not_found(self) -> str:
+        return (
+            f"every configured job answered 404 from {self.options.base_url}: the API base URL "
+            "or API version is wrong, not the tables. Set CODA_API_BASE_URL to Coda's API v1 "
+            "address (https://coda.io/apis/v1) or your proxy's equivalent"
+        )
+
+    def _all_jobs_not_found(self) -> bool:
+        try:
+            with self.db.connection() as conn, conn.transaction():
+                jobs = status.relabel_if_all_not_found(conn, self._api_not_found())
+        except SinkError:
+            return False
+        if not jobs:
+            return False
+        with self._lock:
+            first_report = self._api_not_found_logged != tuple(jobs)
+            self._api_not_found_logged = tuple(jobs)
+        if first_report:
+            logger.error(
+                "%s (jobs: %s)",
+                self._api_not_found(),
+                ", ".join(jobs),
+                extra={"event": "api_not_found", "jobs": jobs},
+            )
+        return True
 
     def _write_failure(
         self, run: Run, outcome: str, kind: str, message: str, *, disable: bool = False

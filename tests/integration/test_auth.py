@@ -174,3 +174,26 @@ def test_disabled_job_is_skipped_until_enabled(
     assert coda.requests == []
     assert enabled is True
     assert fetch_status(db, "stock")["reenabled_by"] == "coda-sync enable"
+
+
+def test_every_job_404_reports_base_url(
+    db: Database, coda: CodaEmulator, make_job: JobFactory
+) -> None:
+    # A retired API path (like the old v1beta1) answers 404 for every table at once.
+    from worker.sync import RunnerOptions
+
+    wrong_base = coda.base_url.replace("/apis/v1", "/apis/v1beta1")
+    runner = JobRunner(db, RunnerOptions(base_url=wrong_base, timeout=5.0, max_retry_time=1.0))
+    with db.connection() as conn:
+        status.register_jobs(conn, [make_job("tasks"), make_job("stock", table_id="grid-T2")])
+
+    first = runner.run(make_job("tasks"))
+    second = runner.run(make_job("stock", table_id="grid-T2"))
+
+    assert first.error_kind == "not_found"
+    assert second.error_kind == "api_not_found"
+    assert "CODA_API_BASE_URL" in (second.message or "")
+    for name in ("tasks", "stock"):
+        row = fetch_status(db, name)
+        assert row["last_error_kind"] == "api_not_found"
+        assert row["enabled"] is True
