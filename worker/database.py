@@ -156,7 +156,7 @@ def migrate(db: Database) -> list[str]:
         for version, name, script in migration_scripts():
             if version in done:
                 continue
-            conn.execute(sql.SQL(script))  # type: ignore[arg-type]
+            conn.execute(sql.SQL(script))
             conn.execute(
                 "INSERT INTO coda_sync.schema_migrations (version, name) VALUES (%s, %s)",
                 (version, name),

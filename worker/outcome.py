@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from worker.source import Identity
+from worker.records import Identity
 
 logger = logging.getLogger(__name__)
 

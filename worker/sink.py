@@ -17,7 +17,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from worker.source import RowRecord
+from worker.records import RowRecord
 
 logger = logging.getLogger(__name__)
 

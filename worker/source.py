@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +35,16 @@ from worker.errors import (
     SourceUnavailable,
 )
 from worker.pacing import Pacer
+from worker.records import (
+    ColumnInfo,
+    Identity,
+    RequestStats,
+    RowRecord,
+    TableInfo,
+    parse_column,
+    parse_row,
+    require_str,
+)
 from worker.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -45,61 +54,6 @@ ROW_PAGE_LIMIT = 500  # Coda silently caps this; only `nextPageToken` decides wh
 COLUMN_PAGE_LIMIT = 100  # the maximum that listColumns declares
 MAX_EMPTY_PAGES = 20  # consecutive empty pages that still carry a token before we give up
 ERROR_BODY_PREVIEW = 300  # characters of an unexpected body kept in a message
-
-
-@dataclass(frozen=True, kw_only=True)
-class TableInfo:
-    """The parts of Coda's `Table` object that a sync needs."""
-
-    id: str
-    name: str
-    table_type: str
-    row_count: int | None
-    parent_table_id: str | None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ColumnInfo:
-    """One column of a table; `format` keeps Coda's format object as sent."""
-
-    id: str
-    name: str
-    position: int
-    format: dict[str, Any]
-    display: bool
-    calculated: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class RowRecord:
-    """One row as `listRows` returns it with `valueFormat=rich`."""
-
-    id: str
-    name: str | None
-    index: int | None
-    created_at: str | None
-    updated_at: str | None
-    values: dict[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Identity:
-    """The user behind a token, from `/whoami`."""
-
-    login_id: str
-    name: str
-    scoped: bool
-    token_name: str
-
-
-@dataclass
-class RequestStats:
-    """Counters of one run's requests, stored in its status."""
-
-    requests: int = 0
-    retries: int = 0
-    pages: int = 0
-    rate_limit_wait: float = 0.0  # seconds
 
 
 class PageTokenRejected(SourceBadRequest):
@@ -162,7 +116,7 @@ class CodaClient:
         parent = data.get("parentTable")
         row_count = data.get("rowCount")
         return TableInfo(
-            id=_require_str(data, "id", "getTable"),
+            id=require_str(data, "id", "getTable"),
             name=str(data.get("name", "")),
             table_type=str(data.get("tableType", "table")),
             row_count=row_count if isinstance(row_count, int) else None,
@@ -175,7 +129,7 @@ class CodaClient:
         columns: list[ColumnInfo] = []
         for page in self._pages("listColumns", path, {"limit": COLUMN_PAGE_LIMIT}):
             for item in page:
-                columns.append(_parse_column(item, len(columns)))
+                columns.append(parse_column(item, len(columns)))
         return columns
 
     def iter_row_pages(
@@ -188,7 +142,7 @@ class CodaClient:
         path = _table_path(doc_id, table_id) + "/rows"
         params = {"valueFormat": "rich", "limit": limit}
         for page in self._pages("listRows", path, params):
-            yield [_parse_row(item) for item in page]
+            yield [parse_row(item) for item in page]
 
     def whoami(self) -> Identity:
         """Fetch the identity behind the token; 401 here means the token itself is bad."""
@@ -437,49 +391,3 @@ def _preview(response: httpx.Response) -> str:
     if len(text) > ERROR_BODY_PREVIEW:
         return repr(text[:ERROR_BODY_PREVIEW] + "…")
     return repr(text)
-
-
-def _require_str(data: dict[str, Any], key: str, operation: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise BadResponse(f"{operation} answer has no string {key!r}")
-    return value
-
-
-def _parse_column(item: dict[str, Any], position: int) -> ColumnInfo:
-    column_format = item.get("format")
-    return ColumnInfo(
-        id=_require_str(item, "id", "listColumns"),
-        name=str(item.get("name", "")),
-        position=position,
-        format=column_format if isinstance(column_format, dict) else {},
-        display=bool(item.get("display", False)),
-        calculated=bool(item.get("calculated", False)),
-    )
-
-
-def _parse_row(item: dict[str, Any]) -> RowRecord:
-    values = item.get("values")
-    if not isinstance(values, dict):
-        raise BadResponse(f"listRows returned row {item.get('id')!r} without a 'values' object")
-    index = item.get("index")
-    name = item.get("name")
-    return RowRecord(
-        id=_require_str(item, "id", "listRows"),
-        name=name if isinstance(name, str) else None,
-        index=index if isinstance(index, int) and not isinstance(index, bool) else None,
-        created_at=_timestamp(item.get("createdAt")),
-        updated_at=_timestamp(item.get("updatedAt")),
-        values=values,
-    )
-
-
-def _timestamp(value: object) -> str | None:
-    """Keep an ISO 8601 timestamp for PostgreSQL; anything unparsable becomes None."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return value

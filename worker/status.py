@@ -18,8 +18,8 @@ from psycopg.types.json import Jsonb
 
 from worker.config import Job
 from worker.cron import cron_trigger, schedule_interval
+from worker.records import ColumnInfo, RequestStats
 from worker.sink import MergeCounts
-from worker.source import ColumnInfo, RequestStats
 
 logger = logging.getLogger(__name__)
 

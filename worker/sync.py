@@ -34,8 +34,9 @@ from worker.errors import (
 )
 from worker.outcome import decide_deletes, explain_rejection
 from worker.pacing import PacerRegistry
+from worker.records import Identity, RequestStats, TableInfo
 from worker.sink import DeletePlan, MergeCounts, TableSink
-from worker.source import ClientOptions, CodaClient, Identity, PageTokenRejected, RequestStats, TableInfo
+from worker.source import ClientOptions, CodaClient, PageTokenRejected
 
 logger = logging.getLogger(__name__)
 
