@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from worker.errors import ConfigError
 
@@ -55,6 +63,13 @@ def _check_timezone(name: str) -> str:
     return name
 
 
+def _check_target_schema(value: str) -> str:
+    _check_identifier(value)
+    if value == SYSTEM_SCHEMA:
+        raise ValueError(f"{SYSTEM_SCHEMA!r} is reserved for coda-sync's own tables")
+    return value
+
+
 def _check_identifier(value: str) -> str:
     if not IDENTIFIER_PATTERN.fullmatch(value):
         raise ValueError(
@@ -79,14 +94,10 @@ class DefaultsModel(BaseModel):
     rate_limit_window: float = Field(default=6.0, gt=0, description="seconds")
 
     _timezone = field_validator("timezone")(_check_timezone)
-    _schema = field_validator("target_schema")(_check_identifier)
+    _schema = field_validator("target_schema")(lambda v: _check_target_schema(v))
 
-    @field_validator("target_schema")
-    @classmethod
-    def _not_system_schema(cls, value: str) -> str:
-        if value == SYSTEM_SCHEMA:
-            raise ValueError(f"{SYSTEM_SCHEMA!r} is reserved for coda-sync's own tables")
-        return value
+    # The time zone does not change whether an expression is valid, so UTC suffices here.
+    _schedule = field_validator("schedule")(lambda v: validate_cron(v))
 
 
 class JobModel(BaseModel):
@@ -129,7 +140,7 @@ class JobModel(BaseModel):
         return value
 
     _timezone = field_validator("timezone")(lambda v: v if v is None else _check_timezone(v))
-    _schema = field_validator("target_schema")(lambda v: v if v is None else _check_identifier(v))
+    _schema = field_validator("target_schema")(lambda v: v if v is None else _check_target_schema(v))
     _table = field_validator("target_table")(lambda v: v if v is None else _check_identifier(v))
 
 
@@ -287,8 +298,8 @@ def default_target_table(job_name: str) -> str:
 def _resolve_job(
     path: Path, defaults: DefaultsModel, entry: JobModel, environ: Mapping[str, str]
 ) -> Job:
-    timezone = entry.timezone or defaults.timezone
-    schedule = entry.schedule or defaults.schedule
+    timezone = entry.timezone if entry.timezone is not None else defaults.timezone
+    schedule = entry.schedule if entry.schedule is not None else defaults.schedule
     try:
         validate_cron(schedule, timezone)
     except ValueError as exc:

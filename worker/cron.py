@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 logger = logging.getLogger(__name__)
@@ -13,27 +15,24 @@ FALLBACK_INTERVAL = timedelta(days=365)  # for a schedule that never fires again
 WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering, 0 = Sunday
 
 
-def cron_trigger(schedule: str, timezone: str) -> CronTrigger:
+def cron_trigger(schedule: str, timezone: str) -> BaseTrigger:
     """Build a trigger from a cron expression in the given IANA time zone.
 
     Five fields are standard crontab (minute hour day month weekday); six fields put a seconds
     field first. Weekday numbers follow crontab (0 and 7 are Sunday). APScheduler 3.x counts
-    0 as Monday, so numbers are turned into day names before they reach it.
+    0 as Monday, so numbers are turned into day names before they reach it. As in crontab, a
+    schedule that restricts both the day of the month and the weekday fires when either matches.
     """
     fields = schedule.split()
     if len(fields) not in (5, 6):
         raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
     second = fields.pop(0) if len(fields) == 6 else "0"
     minute, hour, day, month, weekday = fields
-    return CronTrigger(
-        second=second,
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=crontab_weekdays(weekday),
-        timezone=timezone,
-    )
+    common = {"second": second, "minute": minute, "hour": hour, "month": month, "timezone": timezone}
+    weekdays = crontab_weekdays(weekday)
+    if day in ("*", "?") or weekdays == "*":
+        return CronTrigger(day=day if day != "?" else "*", day_of_week=weekdays, **common)
+    return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=weekdays, **common)])
 
 
 def crontab_weekdays(field: str) -> str:
@@ -76,13 +75,21 @@ def _weekday_number(text: str) -> int:
     raise ValueError(f"invalid weekday {text!r}; use 0-7 (0 and 7 are Sunday) or sun-sat")
 
 
-def schedule_interval(trigger: CronTrigger, now: datetime) -> timedelta:
+def next_fire_after(trigger: BaseTrigger, fire: datetime) -> datetime | None:
+    """Return the trigger's first fire time strictly after *fire*."""
+    # Arithmetic on aware datetimes in a zone with DST uses wall-clock time, so step in UTC.
+    after = fire.astimezone(UTC) + timedelta(microseconds=1)
+    result: datetime | None = trigger.get_next_fire_time(fire, after)
+    return result
+
+
+def schedule_interval(trigger: BaseTrigger, now: datetime) -> timedelta:
     """Return the gap between the trigger's next two fire times after *now*."""
     first = trigger.get_next_fire_time(None, now)
-    second = trigger.get_next_fire_time(first, first + timedelta(microseconds=1)) if first else None
+    second = next_fire_after(trigger, first) if first else None
     if first is None or second is None:
         return FALLBACK_INTERVAL
-    gap: timedelta = second - first
+    gap: timedelta = second.astimezone(UTC) - first.astimezone(UTC)
     return gap
 
 
@@ -95,12 +102,13 @@ def is_overdue(last_success: datetime | None, interval: timedelta, now: datetime
     return last_success is None or now - last_success > interval
 
 
-def last_fire_time(trigger: CronTrigger, now: datetime) -> datetime | None:
+def last_fire_time(trigger: BaseTrigger, now: datetime) -> datetime | None:
     """Return the latest fire time of *trigger* at or before *now*, the slot a run belongs to."""
+    now = now.astimezone(UTC)
     interval = schedule_interval(trigger, now)
     fire = trigger.get_next_fire_time(None, now - 2 * interval)
     latest = None
-    while fire is not None and fire <= now:
+    while fire is not None and fire.astimezone(UTC) <= now:
         latest = fire
-        fire = trigger.get_next_fire_time(fire, fire + timedelta(microseconds=1))
+        fire = next_fire_after(trigger, fire)
     return latest

@@ -32,7 +32,19 @@ def decide_deletes(
     *existing* live rows are stored, *missing* of them were not in the read, which returned
     *read* distinct rows; *row_count* is the table's `rowCount` from Coda, when known.
     """
-    if missing == 0 or allow_mass_delete:
+    if missing == 0:
+        return DeleteDecision(allowed=True)
+    # An incomplete read is never a reason to delete, not even for a job that allows mass
+    # deletes: the rows it missed may all still exist.
+    if row_count is not None and read < row_count:
+        return DeleteDecision(
+            allowed=False,
+            reason=(
+                f"read {read} rows but Coda reports rowCount {row_count}, so the read may be "
+                f"incomplete; {missing} deletes withheld until a read matches"
+            ),
+        )
+    if allow_mass_delete:
         return DeleteDecision(allowed=True)
     if read == 0:
         return DeleteDecision(
@@ -41,14 +53,6 @@ def decide_deletes(
                 f"Coda returned no rows for a table that has {existing} rows stored; deletes "
                 "withheld. If the table really was emptied, run `coda-sync sync "
                 "--allow-mass-delete JOB` once"
-            ),
-        )
-    if row_count is not None and read < row_count:
-        return DeleteDecision(
-            allowed=False,
-            reason=(
-                f"read {read} rows but Coda reports rowCount {row_count}, so the read may be "
-                f"incomplete; {missing} deletes withheld until a read matches"
             ),
         )
     if existing > 0 and missing / existing > max_fraction:

@@ -375,11 +375,6 @@ def test_load_config_reserved_default_schema(write_config: ConfigWriter) -> None
     assert "reserved" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobModel checks a job's target_schema only as an identifier, so a job may write into "
-    "the reserved coda_sync schema that [defaults] rejects",
-)
 def test_load_config_reserved_job_schema(write_config: ConfigWriter) -> None:
     path = write_config(job_toml(target_schema="coda_sync"))
 
@@ -387,23 +382,13 @@ def test_load_config_reserved_job_schema(write_config: ConfigWriter) -> None:
         load_config(path, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an invalid [defaults] schedule is reported as the 'schedule' key of the first job, "
-    "which may not set that key, and is not reported at all when the file has no jobs",
-)
 def test_load_config_bad_default_schedule(write_config: ConfigWriter) -> None:
-    path = write_config('[defaults]\nschedule = "0 0 * * * *"\n')
+    path = write_config('[defaults]\nschedule = "every day"\n')
 
     with pytest.raises(ConfigError, match=r"key 'defaults.schedule'"):
         load_config(path, {})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='`entry.schedule or defaults.schedule` treats schedule = "" as unset and silently '
-    "uses the default instead of rejecting the empty cron expression",
-)
 def test_load_config_empty_schedule(write_config: ConfigWriter) -> None:
     path = write_config(job_toml(schedule=""))
 

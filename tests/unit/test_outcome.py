@@ -142,11 +142,6 @@ def test_explain_rejection_unknown_status() -> None:
     assert "refused on list rows of grid-xyz" in reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="allow_mass_delete returns allowed before the rowCount check, so a job with "
-    "allow_mass_delete = true in its config deletes every row that a truncated read missed",
-)
 def test_decide_deletes_short_read_despite_allow() -> None:
     decision = decide_deletes(
         existing=10, missing=2, read=8, row_count=10, max_fraction=0.5, allow_mass_delete=True

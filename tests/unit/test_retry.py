@@ -152,11 +152,5 @@ def test_parse_retry_after_default_now() -> None:
     assert 3590.0 <= seconds <= 3600.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="str.isdigit() accepts superscript digits such as '²' (byte 0xB2 in a latin-1 "
-    "header), and float() then raises ValueError instead of the function returning None",
-)
 def test_parse_retry_after_superscript_digit() -> None:
     assert parse_retry_after("\u00b2", NOW) is None

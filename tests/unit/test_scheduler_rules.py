@@ -13,12 +13,6 @@ from worker.scheduler import cron_trigger
 NOW = datetime(2025, 6, 10, 12, 34, 56, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 
-DST_BUG = (
-    "worker/cron.py adds and subtracts timedeltas on fire times in the job's ZoneInfo, which Python "
-    "does on wall-clock time and with fold reset to 0, so the UTC offset change at a DST switch is lost"
-)
-
-
 def make_job(schedule: str, timezone: str = "UTC") -> Job:
     return Job(
         name="deals",
@@ -79,7 +73,6 @@ def test_schedule_interval_utc_daily() -> None:
     assert schedule_interval(cron_trigger(make_job("0 3 * * *")), before_change) == timedelta(hours=24)
 
 
-@pytest.mark.xfail(strict=True, reason=DST_BUG)
 @pytest.mark.parametrize(
     ("schedule", "now", "expected"),
     [
@@ -159,11 +152,6 @@ def test_cron_trigger_crontab_fields(schedule: str, expected: datetime) -> None:
     assert trigger.get_next_fire_time(None, NOW) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crontab fires when day of month OR weekday matches if both are restricted, but "
-    "worker/cron.py builds one APScheduler CronTrigger, which requires both to match",
-)
 def test_cron_trigger_day_or_weekday() -> None:
     # Crontab reads "0 0 1 * 1" as "the 1st of each month and every Monday".
     trigger = cron_trigger(make_job("0 0 1 * 1"))
@@ -194,7 +182,6 @@ def test_last_fire_time_slot(schedule: str, now: datetime, expected: datetime) -
     assert last_fire_time(berlin_trigger(schedule), now) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=DST_BUG)
 @pytest.mark.parametrize(
     ("now", "expected"),
     [
@@ -202,14 +189,14 @@ def test_last_fire_time_slot(schedule: str, now: datetime, expected: datetime) -
         pytest.param(
             datetime(2025, 10, 26, 0, 0, 30, tzinfo=UTC),
             datetime(2025, 10, 26, 0, 0, tzinfo=UTC),
-            id="first-0200-returns-none",
+            id="first-0200-summer",
         ),
-        # 02:30 winter time: adding 1 microsecond to 02:00 winter time lands in summer time, so the
-        # loop gets 02:00 winter time back forever. The bounded trigger turns the hang into an error.
+        # 02:30 winter time: stepping past 02:00 winter time on the wall clock would land in
+        # summer time and return the same slot forever.
         pytest.param(
             datetime(2025, 10, 26, 1, 30, tzinfo=UTC),
             datetime(2025, 10, 26, 1, 0, tzinfo=UTC),
-            id="second-0200-loops-forever",
+            id="second-0200-winter",
         ),
     ],
 )
