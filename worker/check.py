@@ -38,8 +38,7 @@ def probe_job(job: Job, settings: Settings) -> str | None:
             table = client.get_table(job.doc_id, job.table_id)
             if table.table_type == "view":
                 raise ConfigError(
-                    f"table_id {job.table_id!r} is a view; set it to its base table "
-                    f"{table.parent_table_id!r}"
+                    f"table_id {job.table_id!r} is a view; set it to its base table {table.parent_table_id!r}"
                 )
             columns = client.list_columns(job.doc_id, table.id)
             next(iter(client.iter_row_pages(job.doc_id, table.id, limit=1)), None)

@@ -26,7 +26,6 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from worker.errors import ConfigError
@@ -295,9 +294,7 @@ def default_target_table(job_name: str) -> str:
     return table if not table[0].isdigit() else f"_{table}"[:63]
 
 
-def _resolve_job(
-    path: Path, defaults: DefaultsModel, entry: JobModel, environ: Mapping[str, str]
-) -> Job:
+def _resolve_job(path: Path, defaults: DefaultsModel, entry: JobModel, environ: Mapping[str, str]) -> Job:
     timezone = entry.timezone if entry.timezone is not None else defaults.timezone
     schedule = entry.schedule if entry.schedule is not None else defaults.schedule
     try:
@@ -348,15 +345,14 @@ def _resolve_token(
         if "${" in value:
             raise ConfigError(
                 f"{where}, key 'token': write an environment reference as the whole value, "
-                "like \"${CODA_TOKEN_DEALS}\""
+                'like "${CODA_TOKEN_DEALS}"'
             )
         return _non_empty(value, f"{where}, key 'token' is empty")
 
     variable = reference.group(1)
     if variable not in environ:
         return None, (
-            f"environment variable {variable} is not set; export it with the job's Coda API "
-            "token and restart"
+            f"environment variable {variable} is not set; export it with the job's Coda API token and restart"
         )
     return _non_empty(environ[variable].strip(), f"environment variable {variable} is empty")
 

@@ -127,9 +127,13 @@ def _print_next_steps(settings: Settings, db: object) -> None:
 
         embedded_url = start_embedded(settings.data_dir)
         print(f"  {psql_command(embedded_url)} -c 'SELECT * FROM coda_sync.job_status'")
-        print(f"  {psql_command(embedded_url)} -c 'SELECT _coda_row_id, _coda_row_name, _coda_values "
-              f"FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'")
+        print(
+            f"  {psql_command(embedded_url)} -c 'SELECT _coda_row_id, _coda_row_name, _coda_values "
+            f"FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'"
+        )
         print("  Stop the embedded PostgreSQL with: coda-sync stop-embedded-db")
     else:
-        print(f"  psql \"$CODA_SYNC_DATABASE_URL\" -c 'SELECT * FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'"
-              f"  (database {describe_url(url.get_secret_value())})")
+        print(
+            f"  psql \"$CODA_SYNC_DATABASE_URL\" -c 'SELECT * FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'"
+            f"  (database {describe_url(url.get_secret_value())})"
+        )

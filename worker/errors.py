@@ -48,9 +48,7 @@ class SourceError(WorkerError):
 
     kind = "source_error"
 
-    def __init__(
-        self, message: str, *, status: int | None = None, operation: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, operation: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.operation = operation

@@ -85,7 +85,6 @@ class Pacer:
             else:
                 time.sleep(wait)
 
-
     def charge(self) -> None:
         """Count a request that was sent without waiting for this budget."""
         with self._lock:

@@ -95,9 +95,7 @@ class TableSink:
         # Jobs starting together would race on CREATE SCHEMA IF NOT EXISTS, which fails with a
         # unique violation instead of waiting; one lock for all DDL makes them take turns.
         self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK_KEY,))
-        self.conn.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-        )
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
         self.conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} ("
@@ -139,8 +137,7 @@ class TableSink:
     def stage(self, rows: Sequence[RowRecord]) -> None:
         """Append one page of rows to the staging table with COPY."""
         statement = sql.SQL(
-            "COPY {} (seq, row_id, row_name, row_index, created_at, updated_at, row_values)"
-            " FROM STDIN"
+            "COPY {} (seq, row_id, row_name, row_index, created_at, updated_at, row_values) FROM STDIN"
         ).format(STAGING)
         with self.conn.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:

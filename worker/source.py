@@ -154,9 +154,7 @@ class CodaClient:
             token_name=str(data.get("tokenName", "")),
         )
 
-    def _pages(
-        self, operation: str, path: str, params: dict[str, Any]
-    ) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, operation: str, path: str, params: dict[str, Any]) -> Iterator[list[dict[str, Any]]]:
         seen_tokens: set[str] = set()
         empty_pages = 0
         page_token: str | None = None
@@ -293,8 +291,7 @@ class CodaClient:
         options = self.options
         if options.deadline is not None and options.clock() + delay > options.deadline:
             raise SourceTimeout(
-                f"the run's deadline would pass while waiting to retry {operation} "
-                f"after: {failure}"
+                f"the run's deadline would pass while waiting to retry {operation} after: {failure}"
             ) from failure
         logger.warning(
             "retrying %s in %.1f s after: %s",
@@ -342,9 +339,7 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
                 f"firewall page?): {_preview(response)}",
                 status=status,
             )
-        return SourceRejected(
-            f"{status} on {operation}: {detail}", status=status, operation=operation
-        )
+        return SourceRejected(f"{status} on {operation}: {detail}", status=status, operation=operation)
     if status == 404:
         return SourceNotFound(
             f"404 on {operation}: {detail}; the table does not exist or this token cannot see "

@@ -116,9 +116,7 @@ def register_jobs(conn: Connection, jobs: Iterable[Job]) -> list[str]:
                 "token": job.token_fingerprint,
                 "config": job.config_fingerprint,
                 "schedule": f"{job.schedule} ({job.timezone})",
-                "interval": schedule_interval(
-                    cron_trigger(job.schedule, job.timezone), now
-                ).total_seconds(),
+                "interval": schedule_interval(cron_trigger(job.schedule, job.timezone), now).total_seconds(),
             },
         ).fetchone()
         if row is not None and row[0]:
@@ -158,8 +156,7 @@ def load_state(conn: Connection, job_name: str, *, lock: bool = False) -> JobSta
 def mark_started(conn: Connection, job_name: str) -> None:
     """Record that a run of the job started now."""
     conn.execute(
-        "UPDATE coda_sync.job_status SET last_started_at = now(), updated_at = now()"
-        " WHERE job_name = %s",
+        "UPDATE coda_sync.job_status SET last_started_at = now(), updated_at = now() WHERE job_name = %s",
         (job_name,),
     )
 
@@ -270,10 +267,7 @@ def save_columns(conn: Connection, job_name: str, columns: Sequence[ColumnInfo])
             "INSERT INTO coda_sync.table_columns"
             " (job_name, column_id, name, position, format, display, calculated)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [
-                (job_name, c.id, c.name, c.position, Jsonb(c.format), c.display, c.calculated)
-                for c in columns
-            ],
+            [(job_name, c.id, c.name, c.position, Jsonb(c.format), c.display, c.calculated) for c in columns],
         )
 
 
@@ -365,9 +359,7 @@ def record_run(conn: Connection, run: RunRecord) -> None:
 
 def prune_runs(conn: Connection, keep: timedelta) -> int:
     """Delete history rows older than *keep*; return how many went."""
-    cursor = conn.execute(
-        "DELETE FROM coda_sync.job_runs WHERE started_at < now() - %s", (keep,)
-    )
+    cursor = conn.execute("DELETE FROM coda_sync.job_runs WHERE started_at < now() - %s", (keep,))
     return max(cursor.rowcount, 0)
 
 

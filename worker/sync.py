@@ -111,9 +111,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._api_not_found_logged: tuple[str, ...] = ()
 
-    def run(
-        self, job: Job, *, allow_mass_delete: bool = False, slot: datetime | None = None
-    ) -> RunResult:
+    def run(self, job: Job, *, allow_mass_delete: bool = False, slot: datetime | None = None) -> RunResult:
         """Run *job* once and record its outcome; never raises for a job-level failure.
 
         *slot* is the scheduled fire time; among replicas only the first to claim it runs.
@@ -162,9 +160,7 @@ class JobRunner:
             if state is None:
                 status.register_jobs(conn, [job])
             elif not state.enabled:
-                message = (
-                    f"disabled: {state.disabled_reason}; re-enable with `coda-sync enable {job.name}`"
-                )
+                message = f"disabled: {state.disabled_reason}; re-enable with `coda-sync enable {job.name}`"
                 return self._result(run, "skipped", message=message)
             if run.slot is not None and not status.claim_slot(conn, job.name, run.slot):
                 return self._result(run, "skipped", message="another worker ran this slot")

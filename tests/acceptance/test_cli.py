@@ -129,7 +129,8 @@ def test_sync_unknown_job_is_usage_error(env: dict[str, str]) -> None:
 
 def test_invalid_config_names_file_job_key(env: dict[str, str], config_file: Path) -> None:
     config_file.write_text(
-        f'[[jobs]]\nname = "tasks"\ndoc_id = "{DOC}"\ntable_id = "grid-T1"\ntoken = "x"\nschedule = "every hour"\n'
+        f'[[jobs]]\nname = "tasks"\ndoc_id = "{DOC}"\ntable_id = "grid-T1"\ntoken = "x"\n'
+        'schedule = "every hour"\n'
     )
 
     result = coda_sync("sync", env=env)
@@ -186,7 +187,11 @@ def test_check_probes_access_read_only(env: dict[str, str], database_url: str) -
 
 
 def test_token_never_printed_or_stored(env: dict[str, str], database_url: str, config_file: Path) -> None:
-    outputs = [coda_sync("sync", env=env), coda_sync("status", "--json", env=env), coda_sync("check", env=env)]
+    outputs = [
+        coda_sync("sync", env=env),
+        coda_sync("status", "--json", env=env),
+        coda_sync("check", env=env),
+    ]
     config_file.write_text(f'[[jobs]]\nname = "Bad Name"\ntoken = "{CANARY}"\n')
     outputs.append(coda_sync("sync", env=env))
 
@@ -200,7 +205,11 @@ def test_token_never_printed_or_stored(env: dict[str, str], database_url: str, c
 
 def test_run_syncs_then_stops_on_sigterm(env: dict[str, str], database_url: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker", "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "worker", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -218,7 +227,7 @@ def test_run_syncs_then_stops_on_sigterm(env: dict[str, str], database_url: str)
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=15)
+        _, stderr = process.communicate(timeout=15)
         elapsed = time.monotonic() - started
     finally:
         if process.poll() is None:

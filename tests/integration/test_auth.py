@@ -55,7 +55,7 @@ def test_out_of_scope_table_disables_only_its_job(
     assert stock["last_error_kind"] == "token_out_of_scope"
     assert stock["disabled_reason"].startswith("scope: 403 on ")
     assert "grid-T2" in stock["disabled_reason"]
-    assert f"coda-sync enable stock" in stock["disabled_reason"]
+    assert "coda-sync enable stock" in stock["disabled_reason"]
     assert len(fetch_rows(db, "stock")) == 3
     assert t1.outcome == "succeeded"
     assert fetch_status(db, "tasks")["enabled"] is True
@@ -67,8 +67,14 @@ def test_not_found_fails_without_disabling(
 ) -> None:
     add_rows(coda, "grid-T2", 2)
     runner.run(make_job("stock", table_id="grid-T2"))
-    coda.inject(Fault(endpoint="any", status=404, times=0,
-                      body={"statusCode": 404, "statusMessage": "Not Found", "message": "Not Found"}))
+    coda.inject(
+        Fault(
+            endpoint="any",
+            status=404,
+            times=0,
+            body={"statusCode": 404, "statusMessage": "Not Found", "message": "Not Found"},
+        )
+    )
 
     result = runner.run(make_job("stock", table_id="grid-T2"))
 
@@ -121,8 +127,13 @@ def test_revoked_token_reason_says_revoked(
 def test_unrestricted_token_without_access_explained(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:
-    coda.inject(Fault(endpoint="getTable", status=403,
-                      body={"statusCode": 403, "statusMessage": "Forbidden", "message": "Forbidden"}))
+    coda.inject(
+        Fault(
+            endpoint="getTable",
+            status=403,
+            body={"statusCode": 403, "statusMessage": "Forbidden", "message": "Forbidden"},
+        )
+    )
 
     result = runner.run(make_job())
 
@@ -147,8 +158,14 @@ def test_scope_error_detected_in_both_modes(
 def test_html_403_does_not_disable(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:
-    coda.inject(Fault(endpoint="getTable", status=403, body="<html><body>Access denied</body></html>",
-                      content_type="text/html"))
+    coda.inject(
+        Fault(
+            endpoint="getTable",
+            status=403,
+            body="<html><body>Access denied</body></html>",
+            content_type="text/html",
+        )
+    )
 
     result = runner.run(make_job())
 
@@ -176,9 +193,7 @@ def test_disabled_job_is_skipped_until_enabled(
     assert fetch_status(db, "stock")["reenabled_by"] == "coda-sync enable"
 
 
-def test_every_job_404_reports_base_url(
-    db: Database, coda: CodaEmulator, make_job: JobFactory
-) -> None:
+def test_every_job_404_reports_base_url(db: Database, coda: CodaEmulator, make_job: JobFactory) -> None:
     # A retired API path (like the old v1beta1) answers 404 for every table at once.
     from worker.sync import RunnerOptions
 

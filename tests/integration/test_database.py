@@ -14,7 +14,9 @@ def test_migrate_creates_status_table(db: Database) -> None:
 
 def test_migrate_records_every_version(db: Database) -> None:
     with db.connection() as conn:
-        versions = [row[0] for row in conn.execute("SELECT version FROM coda_sync.schema_migrations ORDER BY 1")]
+        versions = [
+            row[0] for row in conn.execute("SELECT version FROM coda_sync.schema_migrations ORDER BY 1")
+        ]
     assert versions == [version for version, _, _ in migration_scripts()]
 
 

@@ -25,7 +25,9 @@ def stored_rows(db: Database, table: str = "tasks") -> dict[str, dict[str, objec
     }
 
 
-def test_sync_copies_table_exactly(db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory) -> None:
+def test_sync_copies_table_exactly(
+    db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
+) -> None:
     add_rows(coda, "grid-T1", 5)
 
     result = runner.run(make_job())
@@ -65,7 +67,9 @@ def test_unchanged_resync_writes_no_tuple(
     assert fetch_rows(db, "tasks") == before  # same xmin and synced_at: no new row versions
 
 
-def test_sync_records_status_counts(db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory) -> None:
+def test_sync_records_status_counts(
+    db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
+) -> None:
     add_rows(coda, "grid-T1", 3)
 
     runner.run(make_job())
@@ -157,7 +161,9 @@ def test_sync_pages_by_token_not_page_size(
     runner.run(make_job("wide", table_id="grid-T4"))
 
     with db.connection() as conn:
-        columns = [r[0] for r in conn.execute("SELECT column_id FROM coda_sync.table_columns ORDER BY position")]
+        columns = [
+            r[0] for r in conn.execute("SELECT column_id FROM coda_sync.table_columns ORDER BY position")
+        ]
     assert columns == ["c-name", "c-qty", "c-note"]
     rows = fetch_rows(db, "wide")
     assert len(rows) == 450
@@ -191,8 +197,15 @@ def test_sync_deletes_only_after_complete_read(
     runner.run(make_job())
     coda.delete_row(DOC, "grid-T1", "i-r2")
     coda.update_row(DOC, "grid-T1", "i-r3", {"c-qty": 8})
-    coda.inject(Fault(endpoint="listRows", when_page_token=True, status=500, times=0,
-                      body={"statusCode": 500, "statusMessage": "Internal Server Error", "message": "boom"}))
+    coda.inject(
+        Fault(
+            endpoint="listRows",
+            when_page_token=True,
+            status=500,
+            times=0,
+            body={"statusCode": 500, "statusMessage": "Internal Server Error", "message": "boom"},
+        )
+    )
 
     failed = runner.run(make_job())
 
@@ -225,7 +238,9 @@ def test_sync_ignores_unknown_response_fields(
     table = coda.table_payload(DOC, "grid-T1") | {"viewId": "view-X1", "futureField": {"a": 1}}
     rows = [row | {"newRowField": True} for row in coda.rows(DOC, "grid-T1")]
     coda.inject(Fault(endpoint="getTable", status=200, body=table))
-    coda.inject(Fault(endpoint="listRows", status=200, body={"items": rows, "href": "x", "nextSyncToken": "S1"}))
+    coda.inject(
+        Fault(endpoint="listRows", status=200, body={"items": rows, "href": "x", "nextSyncToken": "S1"})
+    )
 
     result = runner.run(make_job())
 
@@ -238,8 +253,9 @@ def test_sync_survives_duplicate_row_across_pages(
 ) -> None:
     add_rows(coda, "grid-T1", 3)
     rows = coda.rows(DOC, "grid-T1")
-    coda.inject(Fault(endpoint="listRows", status=200,
-                      body={"items": rows[:2], "href": "x", "nextPageToken": "P2"}))
+    coda.inject(
+        Fault(endpoint="listRows", status=200, body={"items": rows[:2], "href": "x", "nextPageToken": "P2"})
+    )
     coda.inject(Fault(endpoint="listRows", status=200, body={"items": rows[1:], "href": "x"}))
 
     result = runner.run(make_job())
@@ -267,8 +283,14 @@ def test_sync_retries_rate_limit_with_retry_after(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:
     add_rows(coda, "grid-T1", 2)
-    coda.inject(Fault(endpoint="listRows", status=429, headers={"Retry-After": "1"},
-                      body={"statusCode": 429, "statusMessage": "Too Many Requests", "message": "Too Many Requests"}))
+    coda.inject(
+        Fault(
+            endpoint="listRows",
+            status=429,
+            headers={"Retry-After": "1"},
+            body={"statusCode": 429, "statusMessage": "Too Many Requests", "message": "Too Many Requests"},
+        )
+    )
 
     result = runner.run(make_job())
 

@@ -30,7 +30,9 @@ def test_crontab_weekdays_follow_crontab(field: str, expected: str) -> None:
     assert crontab_weekdays(field) == expected
 
 
-@pytest.mark.parametrize("field", ["8", "sat-sun", "x", "*/0"], ids=["eight", "backwards", "word", "zero-step"])
+@pytest.mark.parametrize(
+    "field", ["8", "sat-sun", "x", "*/0"], ids=["eight", "backwards", "word", "zero-step"]
+)
 def test_crontab_weekdays_invalid_raises(field: str) -> None:
     with pytest.raises(ValueError):
         crontab_weekdays(field)
