@@ -1,7 +1,7 @@
 """The `coda-sync` command line.
 
-Exit codes: 0 success; 1 a job failed, was disabled or could not be read; 2 invalid
-configuration or usage.
+Exit codes: 0 success; 1 a job failed, was disabled or could not be read, the worker is
+unhealthy, or PostgreSQL failed; 2 invalid configuration or usage.
 """
 
 from __future__ import annotations
@@ -9,23 +9,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from worker import __version__, status
 from worker.config import Config, Job, load_config
 from worker.database import Database, describe_url, open_database
 from worker.errors import ConfigError, SinkError, WorkerError
+from worker.history import format_run, jsonable_run
 from worker.logs import SecretRedactor, setup_logging
 from worker.pacing import PacerRegistry
 from worker.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
-from worker.sync import JobRunner, RunnerOptions, RunResult
+from worker.sync import JobRunner, RunnerOptions, RunResult, new_instance_id
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +31,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DATABASE_WAIT_SYNC = 10.0  # seconds one-shot commands wait for PostgreSQL
-DATABASE_WAIT_RUN = 300.0  # seconds `run` keeps retrying PostgreSQL at start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("run", help="run the scheduler until SIGTERM or SIGINT")
+    commands.add_parser(
+        "run", help="run the scheduler until SIGTERM or SIGINT; SIGHUP reloads the jobs file"
+    )
     sync = commands.add_parser("sync", help="run jobs once now and print a summary per job")
     sync.add_argument("jobs", nargs="*", metavar="JOB", help="job names (default: every enabled job)")
     sync.add_argument(
@@ -59,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show = commands.add_parser("status", help="print one line per job from the status table")
     show.add_argument("--json", action="store_true", help="print a JSON array of status rows")
+    history = commands.add_parser("history", help="print recent runs, newest first")
+    history.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs")
+    history.add_argument("--limit", type=_positive_int, default=20, help="number of runs (default: 20)")
+    history.add_argument("--json", action="store_true", help="print a JSON array of runs")
+    health = commands.add_parser(
+        "health", help="exit 0 when this container's worker has a fresh heartbeat, else 1"
+    )
+    health.add_argument(
+        "--max-age",
+        type=float,
+        metavar="SECONDS",
+        help="oldest heartbeat that counts as fresh; default: $CODA_SYNC_HEALTH_MAX_AGE, else 60",
+    )
+    health.add_argument("--jobs", action="store_true", help="also exit 1 when an enabled job is stale")
     enable = commands.add_parser("enable", help="re-enable a disabled job")
     enable.add_argument("job", metavar="JOB")
     commands.add_parser("check", help="validate the config and probe each job's access, read-only")
@@ -79,11 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(settings)
         if args.command == "stop-embedded-db":
             return _stop_embedded(settings)
+        if args.command == "health":
+            return _health(args, settings)
+        if args.command == "history":
+            return _history(args, settings)
         config_path = args.config or settings.config
-        config = load_config(config_path)
-        for job in config.jobs:
-            if job.token is not None:
-                SecretRedactor.register(job.token.get_secret_value())
+        config = read_config(config_path)
+        if args.command == "run":
+            return _run_worker(settings, config)
         return _dispatch(args, settings, config)
     except ConfigError as exc:
         print(f"coda-sync: configuration error: {exc}", file=sys.stderr)
@@ -96,13 +112,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def read_config(path: Path) -> Config:
+    """Load the jobs file and keep its tokens out of every log line."""
+    config = load_config(path)
+    for job in config.jobs:
+        if job.token is not None:
+            SecretRedactor.register(job.token.get_secret_value())
+    return config
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings, config: Config) -> int:
     if args.command == "check":
         from worker.check import check_jobs
 
         return check_jobs(config, settings)
-    if args.command == "run":
-        return _run_worker(settings, config)
 
     db = connect(settings, wait=DATABASE_WAIT_SYNC)
     try:
@@ -119,9 +149,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings, config: Config) -> i
 
 def connect(settings: Settings, *, wait: float) -> Database:
     """Open the configured PostgreSQL, or start the embedded one when no URL is set."""
+    return open_database(database_url(settings), wait=wait)
+
+
+def database_url(settings: Settings) -> str:
+    """Return the configured database URL, or start the embedded PostgreSQL and return its URL."""
     url = settings.resolved_database_url()
     if url is not None:
-        return open_database(url.get_secret_value(), wait=wait)
+        return url.get_secret_value()
 
     from worker.embedded import psql_command, start_embedded
 
@@ -132,16 +167,19 @@ def connect(settings: Settings, *, wait: float) -> Database:
         psql_command(embedded_url),
         extra={"event": "embedded_database", "database": describe_url(embedded_url)},
     )
-    return open_database(embedded_url, wait=wait)
+    return embedded_url
 
 
-def make_runner(settings: Settings, config: Config, db: Database) -> JobRunner:
+def make_runner(
+    settings: Settings, config: Config, db: Database, *, instance_id: str | None = None
+) -> JobRunner:
     """Build the job runner that every command shares."""
     options = RunnerOptions(
         base_url=settings.api_base_url,
         timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,
         max_retry_time=settings.max_retry_time,
+        instance_id=instance_id or new_instance_id(),
     )
     pacers = PacerRegistry(config.rate_limit_requests, config.rate_limit_window)
     return JobRunner(db, options, pacers=pacers)
@@ -224,6 +262,9 @@ def format_status_row(row: dict[str, Any]) -> str:
     state = "enabled" if row["enabled"] else "DISABLED"
     if not row["in_config"]:
         state = "removed from config"
+    if row.get("stale"):
+        # The job_health view calls a job stale when it has not succeeded within twice its interval.
+        state += ", STALE"
     outcome = row["last_outcome"] or "never run"
     success = row["last_success_at"].isoformat(timespec="seconds") if row["last_success_at"] else "never"
     next_run = row["next_run_at"].isoformat(timespec="seconds") if row["next_run_at"] else "-"
@@ -258,29 +299,42 @@ def _enable(name: str, config: Config, db: Database) -> int:
 
 def _run_worker(settings: Settings, config: Config) -> int:
     from worker.scheduler import Worker
+    from worker.service import open_run_database, serve
 
-    db = connect(settings, wait=DATABASE_WAIT_RUN)
-    worker = Worker(
-        config, db, make_runner(settings, config, db), max_parallel_jobs=settings.max_parallel_jobs
-    )
+    url = database_url(settings)
+    db = open_database(url, wait=settings.database_give_up)
+    instance_id = new_instance_id()
+    run_db = open_run_database(url, settings, instance_id)
+    runner = make_runner(settings, config, run_db, instance_id=instance_id)
+    worker = Worker(config, db, runner, run_db=run_db, settings=settings)
+    return serve(worker, reload=lambda: read_config(config.path))
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        if worker.stopping.is_set():
-            logger.warning("second signal: exiting at once", extra={"event": "worker_killed"})
-            os._exit(EXIT_FAILED)
-        logger.info(
-            "received %s, stopping", signal.Signals(signum).name, extra={"event": "worker_stopping"}
-        )
-        worker.stopping.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.health import probe
+
+    max_age = args.max_age if args.max_age is not None else settings.health_max_age
+    healthy, lines = probe(settings, max_age=max_age, jobs=args.jobs)
+    for line in lines:
+        print(line, file=sys.stdout if healthy else sys.stderr)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    db = connect(settings, wait=DATABASE_WAIT_SYNC)
     try:
-        worker.start()
-        worker.wait()
+        with db.connection() as conn:
+            rows = status.list_runs(conn, args.job, limit=args.limit)
     finally:
-        worker.stop()
         db.close()
+    if args.json:
+        print(json.dumps([jsonable_run(row) for row in rows], indent=2, default=str))
+        return EXIT_OK
+    if not rows:
+        which = f"job {args.job!r}" if args.job else "any job"
+        print(f"no runs of {which} are recorded in coda_sync.job_runs")
+    for row in rows:
+        print(format_run(row))
     return EXIT_OK
 
 

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     request_timeout: float = Field(default=30.0, gt=0, description="seconds")
     connect_timeout: float = Field(default=10.0, gt=0, description="seconds")
     max_retry_time: float = Field(default=300.0, ge=0, description="seconds per request")
+    database_give_up: float = Field(default=300.0, gt=0, description="seconds")
+    heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds")
+    health_max_age: float = Field(default=60.0, gt=0, description="seconds")
+    history_days: float = Field(default=30.0, gt=0, description="days")
+    shutdown_grace: float = Field(default=6.0, ge=0, le=60, description="seconds")
+    # A run's transaction stays open while it waits for the next page, so this must exceed the
+    # longest wait for one request: max_retry_time plus one request and one connect timeout.
+    idle_in_transaction_timeout: float = Field(default=900.0, gt=0, description="seconds")
 
     @model_validator(mode="after")
     def _one_database_source(self) -> Settings:
@@ -44,6 +52,10 @@ class Settings(BaseSettings):
                 "set either CODA_SYNC_DATABASE_URL or CODA_SYNC_DATABASE_URL_FILE, not both"
             )
         return self
+
+    def longest_request_wait(self) -> float:
+        """Return the longest a run may wait for one Coda request, retries included, in seconds."""
+        return self.max_retry_time + self.request_timeout + self.connect_timeout
 
     def resolved_database_url(self) -> SecretStr | None:
         """Return the database URL from the variable or its `_FILE` twin, or None."""
