@@ -34,9 +34,19 @@ def decide_deletes(
     """
     if missing == 0:
         return DeleteDecision(allowed=True)
+    empty_read = DeleteDecision(
+        allowed=False,
+        reason=(
+            f"Coda returned no rows for a table that has {existing} rows stored; deletes "
+            "withheld. If the table really was emptied, run `coda-sync sync "
+            "--allow-mass-delete JOB` once"
+        ),
+    )
     # An incomplete read is never a reason to delete, not even for a job that allows mass
     # deletes: the rows it missed may all still exist.
     if row_count is not None and read < row_count:
+        if read == 0:
+            return empty_read
         return DeleteDecision(
             allowed=False,
             reason=(
@@ -47,14 +57,7 @@ def decide_deletes(
     if allow_mass_delete:
         return DeleteDecision(allowed=True)
     if read == 0:
-        return DeleteDecision(
-            allowed=False,
-            reason=(
-                f"Coda returned no rows for a table that has {existing} rows stored; deletes "
-                "withheld. If the table really was emptied, run `coda-sync sync "
-                "--allow-mass-delete JOB` once"
-            ),
-        )
+        return empty_read
     if existing > 0 and missing / existing > max_fraction:
         return DeleteDecision(
             allowed=False,
