@@ -27,6 +27,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from worker.database import Database
+
 DOC = "BenchDoc01"
 TABLE = "grid-Bench"
 TOKEN = "bench-token-0123456789"
@@ -94,7 +96,8 @@ def sync_once(base_url: str, database_url: str) -> None:
     )
     db = open_database(database_url)
     try:
-        # Unpaced, to measure the worker itself; Coda's read limit is reported separately.
+        # Unpaced to measure the worker itself. The table's lower bound under Coda's read
+        # limit is printed separately.
         runner = JobRunner(db, RunnerOptions(base_url=base_url), pacers=PacerRegistry(limit=10**9))
         started = time.perf_counter()
         first = runner.run(job)
@@ -120,9 +123,11 @@ def sync_once(base_url: str, database_url: str) -> None:
     )
 
 
-def _requests_of_last_run(db: object) -> int:
-    with db.connection() as conn:  # type: ignore[attr-defined]
-        row = conn.execute("SELECT last_requests FROM coda_sync.job_status WHERE job_name = 'bench'").fetchone()
+def _requests_of_last_run(db: Database) -> int:
+    with db.connection() as conn:
+        query = "SELECT last_requests FROM coda_sync.job_status WHERE job_name = 'bench'"
+        row = conn.execute(query).fetchone()
+    assert row is not None
     return int(row[0])
 
 
