@@ -15,6 +15,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,7 @@ IDENTIFIER_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 DOC_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 SYSTEM_SCHEMA = "coda_sync"
+DEFAULT_RUN_TIMEOUT = 1800.0  # seconds, for schedules of more than about 33 minutes
 
 
 def validate_cron(expression: str, timezone: str = "UTC") -> str:
@@ -88,7 +90,7 @@ class DefaultsModel(BaseModel):
     target_schema: str = "coda"
     deletes: Literal["hard", "soft"] = "hard"
     max_delete_fraction: float = Field(default=0.5, ge=0.0, le=1.0)
-    run_timeout: float = Field(default=1800.0, gt=0, description="seconds")
+    run_timeout: float | None = Field(default=None, gt=0, description="seconds")
     rate_limit_requests: int = Field(default=100, ge=1)
     rate_limit_window: float = Field(default=6.0, gt=0, description="seconds")
 
@@ -320,8 +322,21 @@ def _resolve_job(path: Path, defaults: DefaultsModel, entry: JobModel, environ: 
             else defaults.max_delete_fraction
         ),
         allow_mass_delete=entry.allow_mass_delete,
-        run_timeout=entry.run_timeout or defaults.run_timeout,
+        run_timeout=_run_timeout(entry.run_timeout or defaults.run_timeout, schedule, timezone),
     )
+
+
+def _run_timeout(configured: float | None, schedule: str, timezone: str) -> float:
+    """Return the run deadline: as configured, else 30 minutes or 90% of the interval.
+
+    A run that could outlast its interval would make the scheduler skip the job's next slot.
+    """
+    if configured is not None:
+        return configured
+    from worker.cron import cron_trigger, schedule_interval
+
+    interval = schedule_interval(cron_trigger(schedule, timezone), datetime.now(UTC)).total_seconds()
+    return min(DEFAULT_RUN_TIMEOUT, 0.9 * interval)
 
 
 def _resolve_token(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from worker.config import load_config
 from worker.cron import cron_trigger, crontab_weekdays, last_fire_time
 
 FRIDAY = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
@@ -60,3 +62,20 @@ def test_last_fire_time_is_latest_slot() -> None:
     slot = last_fire_time(cron_trigger("0 * * * *", "UTC"), FRIDAY.replace(minute=30))
 
     assert slot == FRIDAY
+
+
+def test_run_timeout_shorter_than_interval(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.toml"
+    path.write_text(
+        '[[jobs]]\nname = "fast"\ndoc_id = "AbCDeFGHij"\ntable_id = "grid-a"\ntoken = "t-123456"\n'
+        'schedule = "*/10 * * * *"\n\n'
+        '[[jobs]]\nname = "hourly"\ndoc_id = "AbCDeFGHij"\ntable_id = "grid-b"\ntoken = "t-123456"\n\n'
+        '[[jobs]]\nname = "set"\ndoc_id = "AbCDeFGHij"\ntable_id = "grid-c"\ntoken = "t-123456"\n'
+        'schedule = "*/10 * * * *"\nrun_timeout = 900\n'
+    )
+
+    config = load_config(path, {})
+
+    assert config.job("fast").run_timeout == 540.0
+    assert config.job("hourly").run_timeout == 1800.0
+    assert config.job("set").run_timeout == 900.0
