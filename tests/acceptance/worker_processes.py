@@ -228,7 +228,8 @@ class DatabaseProxy:
     def cut(self) -> None:
         with self._lock:
             if self._listener is not None:
-                self._listener.close()
+                # On Linux, shutdown wakes a thread blocked in accept(); close alone does not.
+                _close(self._listener)
                 self._listener = None
             for sock in self._sockets:
                 _close(sock)
@@ -247,6 +248,10 @@ class DatabaseProxy:
                 _close(client)
                 continue
             with self._lock:
+                if self._listener is not listener:
+                    _close(client)
+                    _close(server)
+                    return
                 self._sockets.extend((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
