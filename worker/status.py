@@ -71,12 +71,12 @@ class JobState:
     resolved_table_id: str | None
 
 
-def register_jobs(conn: Connection, jobs: Iterable[Job]) -> list[str]:
-    """Create or refresh one status row per configured job; return the names re-enabled.
+def register_jobs(conn: Connection, jobs: Iterable[Job], *, complete: bool = False) -> list[str]:
+    """Create or refresh one status row per job; return the names re-enabled.
 
     A disabled job whose token, doc or table changed in the config is enabled again, because
-    the problem that disabled it may be gone. Jobs no longer in the config keep their row and
-    data, marked with `in_config = false`.
+    the problem that disabled it may be gone. With *complete*, *jobs* is the whole config, and
+    jobs no longer in it keep their row and data, marked with `in_config = false`.
     """
     reenabled: list[str] = []
     names = []
@@ -121,11 +121,12 @@ def register_jobs(conn: Connection, jobs: Iterable[Job]) -> list[str]:
         ).fetchone()
         if row is not None and row[0]:
             reenabled.append(job.name)
-    conn.execute(
-        "UPDATE coda_sync.job_status SET in_config = false, next_run_at = NULL, updated_at = now()"
-        " WHERE in_config AND NOT (job_name = ANY(%s))",
-        (names,),
-    )
+    if complete:
+        conn.execute(
+            "UPDATE coda_sync.job_status SET in_config = false, next_run_at = NULL, updated_at = now()"
+            " WHERE in_config AND NOT (job_name = ANY(%s))",
+            (names,),
+        )
     for name in reenabled:
         logger.info(
             "job %s re-enabled because its token, doc or table changed in the config",

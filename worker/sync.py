@@ -218,7 +218,7 @@ class JobRunner:
             # one table at once, and a worker whose session ended can no longer commit.
             if not status.try_lock_job(conn, job.name):
                 return self._result(run, "skipped", message="another worker is running this job now")
-            state = status.load_state(conn, job.name, lock=True)
+            state = status.load_state(conn, job.name)
             if state is not None and not state.enabled:
                 return self._result(run, "skipped", message=f"disabled: {state.disabled_reason}")
 
@@ -328,6 +328,11 @@ class JobRunner:
     def _fail(self, run: Run, exc: WorkerError) -> RunResult:
         outcome = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
         message = str(exc)
+        if isinstance(exc, SourceNotFound):
+            message = (
+                f"not found or no access: table {run.job.table_id} in doc {run.job.doc_id}; "
+                f"{message}. Check doc_id and table_id in the config"
+            )
         self._write_failure(run, outcome, exc.kind, message)
         if isinstance(exc, SourceNotFound) and self._all_jobs_not_found():
             return self._result(run, outcome, error_kind="api_not_found", message=self._api_not_found())

@@ -249,11 +249,6 @@ def test_rows_404_needs_attention_not_disable(db: Database, coda: CodaEmulator, 
     assert sorted(fetch_rows(db, "tasks")) == ["i-r1", "i-r2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 404 reason quotes Coda's message and the operation but not the table id, so with "
-    "Coda's bare 'Not Found' message it does not say which table was not found",
-)
 def test_not_found_reason_names_table(db: Database, coda: CodaEmulator, make_job: JobFactory) -> None:
     not_found = Fault(endpoint=r"/tables/grid-T2/rows$", status=404, body=NOT_FOUND, times=0)
 
