@@ -216,7 +216,7 @@ def format_result(result: RunResult) -> str:
 def _sync(args: argparse.Namespace, settings: Settings, config: Config, db: Database) -> int:
     named = [config.job(name) for name in args.jobs]
     with db.connection() as conn:
-        status.register_jobs(conn, config.jobs)
+        status.register_jobs(conn, config.jobs, complete=True)
         enabled = {row["job_name"]: row for row in status.list_status(conn)}
 
     selected: list[Job] = []

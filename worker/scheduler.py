@@ -97,7 +97,7 @@ class Worker:
         self._last_beat = time.monotonic()
         self._write_instance_file()
         with self.db.connection() as conn:
-            status.register_jobs(conn, self.config.jobs)
+            status.register_jobs(conn, self.config.jobs, complete=True)
             states = {row["job_name"]: row for row in status.list_status(conn)}
 
         now = datetime.now(UTC)
@@ -137,7 +137,7 @@ class Worker:
         """Switch to a new version of the jobs file; raises `SinkError` if PostgreSQL fails."""
         plan = plan_reload(self.config, config)
         with self.db.connection() as conn, conn.transaction():
-            reenabled = status.register_jobs(conn, config.jobs)
+            reenabled = status.register_jobs(conn, config.jobs, complete=True)
             states = {row["job_name"]: row for row in status.list_status(conn)}
 
         now = datetime.now(UTC)
