@@ -122,7 +122,8 @@ class WorkerProcess:
         self._log_file.close()
 
     def log(self) -> str:
-        self._log_file.flush()
+        if not self._log_file.closed:
+            self._log_file.flush()
         return self.log_path.read_text(encoding="utf-8")
 
     def events(self) -> list[dict[str, Any]]:
