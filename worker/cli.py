@@ -35,9 +35,7 @@ DATABASE_WAIT_SYNC = 10.0  # seconds one-shot commands wait for PostgreSQL
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="coda-sync", description="Keep PostgreSQL copies of Coda tables."
-    )
+    parser = argparse.ArgumentParser(prog="coda-sync", description="Keep PostgreSQL copies of Coda tables.")
     parser.add_argument("--version", action="version", version=f"coda-sync {__version__}")
     parser.add_argument(
         "--config",
@@ -46,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
-        "run", help="run the scheduler until SIGTERM or SIGINT; SIGHUP reloads the jobs file"
-    )
+    commands.add_parser("run", help="run the scheduler until SIGTERM or SIGINT; SIGHUP reloads the jobs file")
     sync = commands.add_parser("sync", help="run jobs once now and print a summary per job")
     sync.add_argument("jobs", nargs="*", metavar="JOB", help="job names (default: every enabled job)")
     sync.add_argument(

@@ -46,9 +46,7 @@ class WorkerIdentity:
     @classmethod
     def current(cls, instance_id: str) -> WorkerIdentity:
         """Describe the running process."""
-        return cls(
-            instance_id=instance_id, host=socket.gethostname(), pid=os.getpid(), version=__version__
-        )
+        return cls(instance_id=instance_id, host=socket.gethostname(), pid=os.getpid(), version=__version__)
 
 
 def instance_file(data_dir: Path) -> Path:
@@ -102,9 +100,7 @@ def beat(db: Database, identity: WorkerIdentity) -> None:
 
 def mark_stopped(conn: Connection, instance_id: str) -> None:
     """Record that the worker stopped."""
-    conn.execute(
-        "UPDATE coda_sync.workers SET stopped_at = now() WHERE instance_id = %s", (instance_id,)
-    )
+    conn.execute("UPDATE coda_sync.workers SET stopped_at = now() WHERE instance_id = %s", (instance_id,))
 
 
 def prune_workers(conn: Connection, keep: timedelta) -> int:
@@ -198,8 +194,7 @@ def _read_heartbeat(conn: Connection, instance_id: str) -> Heartbeat | None:
 
 def _stale_jobs(conn: Connection) -> Sequence[dict[str, Any]]:
     cursor = conn.execute(
-        "SELECT job_name, last_success_at, schedule FROM coda_sync.job_health"
-        " WHERE stale ORDER BY job_name"
+        "SELECT job_name, last_success_at, schedule FROM coda_sync.job_health WHERE stale ORDER BY job_name"
     )
     names = [column.name for column in cursor.description or ()]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -268,9 +268,7 @@ class Worker:
                 for job in scheduled:
                     status.set_next_run(conn, job.id, job.next_run_time)
         except SinkError as exc:
-            logger.warning(
-                "could not store next run times: %s", exc, extra={"event": "status_write_failed"}
-            )
+            logger.warning("could not store next run times: %s", exc, extra={"event": "status_write_failed"})
 
     def _beat(self) -> None:
         try:

@@ -48,9 +48,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _one_database_source(self) -> Settings:
         if self.database_url is not None and self.database_url_file is not None:
-            raise ValueError(
-                "set either CODA_SYNC_DATABASE_URL or CODA_SYNC_DATABASE_URL_FILE, not both"
-            )
+            raise ValueError("set either CODA_SYNC_DATABASE_URL or CODA_SYNC_DATABASE_URL_FILE, not both")
         return self
 
     def longest_request_wait(self) -> float:

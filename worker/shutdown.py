@@ -44,9 +44,7 @@ class RunDatabase(Database):
     their sessions carry the worker's instance id in `application_name` for `pg_stat_activity`.
     """
 
-    def __init__(
-        self, url: str, *, instance_id: str, max_size: int, timeouts: SessionTimeouts
-    ) -> None:
+    def __init__(self, url: str, *, instance_id: str, max_size: int, timeouts: SessionTimeouts) -> None:
         super().__init__(url, max_size=max_size, timeouts=timeouts)
         kwargs = self.pool.kwargs
         assert isinstance(kwargs, dict)  # `Database` passes a dict; the pool opens lazily
@@ -216,8 +214,6 @@ def call_with_deadline(function: Callable[[], None], timeout: float, *, what: st
         )
         return False
     if failure:
-        logger.error(
-            "%s failed: %s", what, failure[0], extra={"event": "shutdown_step_failed", "step": what}
-        )
+        logger.error("%s failed: %s", what, failure[0], extra={"event": "shutdown_step_failed", "step": what})
         return False
     return True

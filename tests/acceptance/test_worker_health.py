@@ -43,9 +43,7 @@ def start_worker(coda: CodaEmulator, database_url: str, tmp_path: Path) -> Itera
     started: list[WorkerProcess] = []
 
     def start(url: str = database_url, **settings: str) -> WorkerProcess:
-        env = worker_env(
-            coda=coda, database_url=url, config=config, data_dir=tmp_path / "data", **settings
-        )
+        env = worker_env(coda=coda, database_url=url, config=config, data_dir=tmp_path / "data", **settings)
         process = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log")
         started.append(process)
         return process
@@ -165,9 +163,9 @@ def test_worker_waits_for_database_at_start(start_worker: StartWorker, database_
     proxy.start()
     instance = worker.instance_id(timeout=30)
     try:
-        assert query(database_url, "SELECT count(*) FROM coda_sync.workers WHERE instance_id = %s", [instance]) == [
-            (1,)
-        ]
+        assert query(
+            database_url, "SELECT count(*) FROM coda_sync.workers WHERE instance_id = %s", [instance]
+        ) == [(1,)]
     finally:
         worker.stop()
         proxy.cut()

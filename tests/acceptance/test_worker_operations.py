@@ -36,7 +36,9 @@ def coda() -> Iterator[CodaEmulator]:
 
 @pytest.fixture
 def env(coda: CodaEmulator, database_url: str, tmp_path: Path) -> dict[str, str]:
-    config = write_config(tmp_path / "jobs.toml", [("tasks", "grid-T1", HOURLY), ("stock", "grid-T2", HOURLY)])
+    config = write_config(
+        tmp_path / "jobs.toml", [("tasks", "grid-T1", HOURLY), ("stock", "grid-T2", HOURLY)]
+    )
     return worker_env(coda=coda, database_url=database_url, config=config, data_dir=tmp_path / "data")
 
 
@@ -50,7 +52,8 @@ def test_overdue_job_runs_once_after_start(env: dict[str, str], database_url: st
     assert coda_sync("sync", env=env).returncode == 0
     query(
         database_url,
-        "UPDATE coda_sync.job_status SET last_success_at = now() - interval '2 hours' WHERE job_name = 'tasks'",
+        "UPDATE coda_sync.job_status SET last_success_at = now() - interval '2 hours'"
+        " WHERE job_name = 'tasks'",
     )
     started_at = time.time()
 
@@ -125,7 +128,8 @@ def test_status_marks_stale_job(env: dict[str, str], database_url: str) -> None:
     coda_sync("sync", env=env)
     query(
         database_url,
-        "UPDATE coda_sync.job_status SET last_success_at = now() - interval '3 hours' WHERE job_name = 'stock'",
+        "UPDATE coda_sync.job_status SET last_success_at = now() - interval '3 hours'"
+        " WHERE job_name = 'stock'",
     )
 
     result = coda_sync("status", env=env)
@@ -137,8 +141,11 @@ def test_status_marks_stale_job(env: dict[str, str], database_url: str) -> None:
 
 def test_json_logs_one_object_per_line(env: dict[str, str], database_url: str, tmp_path: Path) -> None:
     config = Path(env["CODA_SYNC_CONFIG"])
-    config.write_text(config.read_text() + '\n[[jobs]]\nname = "broken"\ndoc_id = "NoSuchDoc"\n'
-                      'table_id = "grid-T1"\ntoken = "${CODA_TOKEN}"\n', encoding="utf-8")
+    config.write_text(
+        config.read_text() + '\n[[jobs]]\nname = "broken"\ndoc_id = "NoSuchDoc"\n'
+        'table_id = "grid-T1"\ntoken = "${CODA_TOKEN}"\n',
+        encoding="utf-8",
+    )
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         wait_for(lambda: len(runs(database_url)) >= 3, 30, "the three jobs did not run")

@@ -70,7 +70,10 @@ def stalled_run_owner(database_url: str) -> str | None:
 
 
 def by_instance(replicas: list[WorkerProcess]) -> dict[str, WorkerProcess]:
-    return {application_name(replica.instance_id()).removeprefix("coda-sync run "): replica for replica in replicas}
+    return {
+        application_name(replica.instance_id()).removeprefix("coda-sync run "): replica
+        for replica in replicas
+    }
 
 
 def data_values(database_url: str) -> dict[str, float]:

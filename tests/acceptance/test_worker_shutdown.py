@@ -58,7 +58,9 @@ def worker_factory(
 
 
 def page_requests(coda: CodaEmulator) -> int:
-    return sum(1 for request in coda.requests if request.path.endswith("/rows") and "pageToken" in request.query)
+    return sum(
+        1 for request in coda.requests if request.path.endswith("/rows") and "pageToken" in request.query
+    )
 
 
 def wait_until_second_page_requested(coda: CodaEmulator) -> None:
@@ -89,7 +91,9 @@ def test_idle_worker_stops_within_one_second(worker_factory, database_url: str) 
 
     assert code == 0, worker.log()[-2000:]
     assert elapsed < 1.0
-    stopped = query(database_url, "SELECT stopped_at FROM coda_sync.workers WHERE instance_id = %s", [instance])
+    stopped = query(
+        database_url, "SELECT stopped_at FROM coda_sync.workers WHERE instance_id = %s", [instance]
+    )
     assert stopped[0][0] is not None
     assert worker.event_names()[-2:] == ["worker_stopping", "worker_stopped"]
 
@@ -126,7 +130,9 @@ def test_stuck_request_recorded_after_grace(worker_factory, coda: CodaEmulator, 
     events = worker.event_names()
     assert events.count("run_abandoned") == 1
     assert "run_failed" not in events
-    stopped = query(database_url, "SELECT stopped_at FROM coda_sync.workers WHERE instance_id = %s", [instance])
+    stopped = query(
+        database_url, "SELECT stopped_at FROM coda_sync.workers WHERE instance_id = %s", [instance]
+    )
     assert stopped[0][0] is not None
 
 

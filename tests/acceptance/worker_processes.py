@@ -40,7 +40,9 @@ def start_emulator(*, rows: int = 3) -> CodaEmulator:
             columns=[Column("c-name", "Name", "text", display=True), Column("c-qty", "Qty", "number")],
         )
         for number in range(1, rows + 1):
-            emulator.add_row(DOC, table_id, {"c-name": f"row {number}", "c-qty": number}, row_id=f"i-{number}")
+            emulator.add_row(
+                DOC, table_id, {"c-name": f"row {number}", "c-qty": number}, row_id=f"i-{number}"
+            )
     emulator.add_token(TOKEN, user="alice@example.test", scope=None)
     return emulator
 
@@ -81,9 +83,7 @@ def worker_env(
 class WorkerProcess:
     """A `coda-sync` subprocess whose stderr goes to a file, so a full pipe never blocks it."""
 
-    def __init__(
-        self, env: dict[str, str], log_path: Path, *, command: Sequence[str] | None = None
-    ) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *, command: Sequence[str] | None = None) -> None:
         self.env = env
         self.log_path = log_path
         self.data_dir = Path(env["CODA_SYNC_DATA_DIR"])
