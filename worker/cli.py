@@ -327,8 +327,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([jsonable_run(row) for row in rows], indent=2, default=str))
         return EXIT_OK
     if not rows:
-        which = f"job {args.job!r}" if args.job else "any job"
-        print(f"no runs of {which} are recorded in coda_sync.job_runs")
+        subject = f"job {args.job!r}" if args.job else "any job"
+        print(f"no runs of {subject} are recorded in coda_sync.job_runs")
     for row in rows:
         print(format_run(row))
     return EXIT_OK

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 INSTANCE_FILE_NAME = "worker-instance"
 BEAT_TIMEOUT = 3.0  # seconds a heartbeat waits for a pooled connection
-PROBE_TIMEOUT = 5.0  # seconds `coda-sync health` waits for PostgreSQL to connect or answer
+PROBE_TIMEOUT = 5.0  # seconds `coda-sync health` waits for PostgreSQL to connect or respond
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -50,7 +50,7 @@ class WorkerIdentity:
 
 
 def instance_file(data_dir: Path) -> Path:
-    """Return the path of the file that holds the running worker's instance id."""
+    """Return the path of the file that contains the running worker's instance id."""
     return data_dir / INSTANCE_FILE_NAME
 
 

@@ -1,4 +1,4 @@
-"""What a reloaded jobs file changes for a running worker (SIGHUP)."""
+"""Changes that a reloaded jobs file (SIGHUP) makes to a running worker."""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ OWN_JOB_IDS = frozenset({MAINTENANCE_JOB_ID, HEARTBEAT_JOB_ID})
 MAINTENANCE_INTERVAL = 15.0  # seconds between checks for jobs enabled from outside
 ABANDON_BUDGET = 1.5  # seconds to record runs that outlived the grace period
 STOP_BUDGET = 0.5  # seconds to mark the worker stopped in coda_sync.workers
-NEXT_RUN_LOCK_WAIT = "1000"  # milliseconds; a run of another replica may hold the status row
+NEXT_RUN_LOCK_WAIT = "1000"  # milliseconds; another process may be updating the status row
 
 
 def cron_trigger(job: Job) -> CronTrigger:
@@ -168,9 +168,9 @@ class Worker:
             call_with_deadline(
                 lambda: record_abandoned(self.db, self.run_db, left, instance_id=self.instance_id),
                 ABANDON_BUDGET,
-                what="recording runs still running",
+                step="recording runs still running",
             )
-        stopped = call_with_deadline(self._mark_stopped, STOP_BUDGET, what="marking the worker stopped")
+        stopped = call_with_deadline(self._mark_stopped, STOP_BUDGET, step="marking the worker stopped")
         if not left and stopped:
             self.run_db.close()
             self.db.close()
@@ -256,11 +256,11 @@ class Worker:
             self._unschedule(name)
 
     def _store_next_runs(self, names: list[str] | None = None) -> None:
-        wanted = set(names) if names is not None else None
+        selected = set(names) if names is not None else None
         scheduled = [
             job
             for job in self.scheduler.get_jobs()
-            if job.id not in OWN_JOB_IDS and (wanted is None or job.id in wanted)
+            if job.id not in OWN_JOB_IDS and (selected is None or job.id in selected)
         ]
         try:
             with self.db.connection() as conn, conn.transaction():

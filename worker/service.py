@@ -33,7 +33,7 @@ RUN_POOL_OPEN_TIMEOUT = 10.0  # seconds
 
 @dataclass
 class Signals:
-    """What the signal handlers have asked the main thread to do."""
+    """Requests from the signal handlers to the main thread."""
 
     stop: int | None = None  # the number of the first SIGTERM or SIGINT
     reload: bool = False

@@ -27,7 +27,7 @@ from worker.database import Database, SessionTimeouts
 logger = logging.getLogger(__name__)
 
 ABANDONED_MESSAGE = "the worker stopped before the run finished; its transaction was rolled back"
-LOCK_WAIT = "2000"  # milliseconds to wait for a job's status row while recording abandoned runs
+LOCK_WAIT = "2000"  # milliseconds to wait for a job's status row lock while recording abandoned runs
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
@@ -38,7 +38,7 @@ def application_name(instance_id: str) -> str:
 
 
 class RunDatabase(Database):
-    """The pool that runs use, which knows the connections each thread has borrowed.
+    """The pool that runs use, which tracks the connections each thread has borrowed.
 
     Runs get a pool of their own, so a heartbeat never waits behind runs for a connection, and
     their sessions carry the worker's instance id in `application_name` for `pg_stat_activity`.
@@ -68,9 +68,9 @@ class RunDatabase(Database):
                 yield conn
             finally:
                 with self._lock:
-                    held = self._borrowed.get(thread_id, [])
-                    if conn in held:
-                        held.remove(conn)
+                    borrowed = self._borrowed.get(thread_id, [])
+                    if conn in borrowed:
+                        borrowed.remove(conn)
 
     def close_to_runs(self) -> None:
         """Make every later request for a connection wait until the process exits.
@@ -154,7 +154,8 @@ def record_abandoned(
     for run in runs:
         duration = time.monotonic() - run.started
         with db.connection() as conn, conn.transaction():
-            # The run's ended session releases the status row's lock; wait for that, not longer.
+            # Another process may be updating the status row: wait briefly, not for the session's
+            # lock timeout, because the process must exit within its stop timeout.
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
             status.record_failure(
                 conn,
@@ -188,7 +189,7 @@ def record_abandoned(
         )
 
 
-def call_with_deadline(function: Callable[[], None], timeout: float, *, what: str) -> bool:
+def call_with_deadline(function: Callable[[], None], timeout: float, *, step: str) -> bool:
     """Call *function* in a daemon thread and wait up to *timeout* seconds; return if it ended.
 
     Shutdown steps that talk to PostgreSQL go through here, so an unreachable server cannot
@@ -202,18 +203,18 @@ def call_with_deadline(function: Callable[[], None], timeout: float, *, what: st
         except Exception as exc:
             failure.append(exc)
 
-    thread = threading.Thread(target=target, name=f"coda-sync {what}", daemon=True)
+    thread = threading.Thread(target=target, name=f"coda-sync {step}", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         logger.error(
             "%s did not finish within %.1f s; giving up on it",
-            what,
+            step,
             timeout,
-            extra={"event": "shutdown_step_timeout", "step": what},
+            extra={"event": "shutdown_step_timeout", "step": step},
         )
         return False
     if failure:
-        logger.error("%s failed: %s", what, failure[0], extra={"event": "shutdown_step_failed", "step": what})
+        logger.error("%s failed: %s", step, failure[0], extra={"event": "shutdown_step_failed", "step": step})
         return False
     return True

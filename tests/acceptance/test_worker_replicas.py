@@ -1,8 +1,8 @@
 """Several `coda-sync run` replicas on one config and one database.
 
 Each cron slot is claimed with a compare-and-set on `job_status.last_slot`, so one replica
-runs it; the run's transaction holds the job's advisory lock and its status row, so a replica
-that died or stalled cannot commit after another one took over.
+runs it. The run's transaction holds the job's advisory lock, so a replica that died or
+stalled cannot commit after another one took over.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,8 @@ from worker_processes import (
 from worker.emulator import CodaEmulator, Fault
 from worker.shutdown import ABANDONED_MESSAGE
 
+StartWorker = Callable[[], WorkerProcess]
+
 ROWS = 40
 PAGE_SIZE = 2
 
@@ -38,9 +40,7 @@ def coda() -> Iterator[CodaEmulator]:
 
 
 @pytest.fixture
-def worker_factory(
-    coda: CodaEmulator, database_url: str, tmp_path: Path
-) -> Iterator[type[WorkerProcess] | object]:
+def worker_factory(coda: CodaEmulator, database_url: str, tmp_path: Path) -> Iterator[StartWorker]:
     config = write_config(tmp_path / "jobs.toml", [("tasks", "grid-T1", HOURLY)])
     started: list[WorkerProcess] = []
 
@@ -64,7 +64,7 @@ def page_requests(coda: CodaEmulator) -> int:
 
 
 def wait_until_second_page_requested(coda: CodaEmulator) -> None:
-    # The emulator logs a request once it has answered it, so a delayed request shows up late:
+    # The emulator logs a request once it has responded to it, so a delayed request shows up late:
     # wait for the first page instead, then give the worker time to ask for the second.
     wait_for(lambda: first_page_requests(coda) >= 1, 30, "the run did not ask for its first page")
     time.sleep(0.5)
@@ -81,7 +81,7 @@ def data_rows(database_url: str) -> int:
     return int(query(database_url, "SELECT count(*) FROM coda.tasks")[0][0])
 
 
-def test_idle_worker_stops_within_one_second(worker_factory, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_idle_worker_stops_within_one_second(worker_factory: StartWorker, database_url: str) -> None:
     worker = worker_factory()
     instance = worker.instance_id()
     wait_for(lambda: runs(database_url, "tasks"), 30, "the first run was not recorded")
@@ -98,7 +98,9 @@ def test_idle_worker_stops_within_one_second(worker_factory, database_url: str) 
     assert worker.event_names()[-2:] == ["worker_stopping", "worker_stopped"]
 
 
-def test_run_between_pages_rolls_back(worker_factory, coda: CodaEmulator, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_run_between_pages_rolls_back(
+    worker_factory: StartWorker, coda: CodaEmulator, database_url: str
+) -> None:
     coda.inject(Fault(endpoint="listRows", delay=0.3, times=0, when_page_token=True))
     worker = worker_factory()
     wait_for(lambda: page_requests(coda) >= 3, 30, "the run did not reach its third page")
@@ -113,7 +115,9 @@ def test_run_between_pages_rolls_back(worker_factory, coda: CodaEmulator, databa
     assert "run_interrupted" in worker.event_names()
 
 
-def test_stuck_request_recorded_after_grace(worker_factory, coda: CodaEmulator, database_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_stuck_request_recorded_after_grace(
+    worker_factory: StartWorker, coda: CodaEmulator, database_url: str
+) -> None:
     coda.inject(Fault(endpoint="listRows", delay=30, times=1, when_page_token=True))
     worker = worker_factory()
     instance = worker.instance_id()
@@ -136,7 +140,7 @@ def test_stuck_request_recorded_after_grace(worker_factory, coda: CodaEmulator, 
     assert stopped[0][0] is not None
 
 
-def test_second_signal_exits_at_once(worker_factory, coda: CodaEmulator) -> None:  # type: ignore[no-untyped-def]
+def test_second_signal_exits_at_once(worker_factory: StartWorker, coda: CodaEmulator) -> None:
     coda.inject(Fault(endpoint="listRows", delay=30, times=1, when_page_token=True))
     worker = worker_factory()
     wait_until_second_page_requested(coda)

@@ -38,7 +38,7 @@ def test_call_with_deadline_gives_up(caplog: pytest.LogCaptureFixture) -> None:
     release = threading.Event()
 
     with caplog.at_level(logging.ERROR, logger="worker.shutdown"):
-        finished = call_with_deadline(lambda: release.wait(5) and None, 0.1, what="a slow step")
+        finished = call_with_deadline(lambda: release.wait(5) and None, 0.1, step="a slow step")
     release.set()
 
     assert finished is False
@@ -50,7 +50,7 @@ def test_call_with_deadline_logs_failure(caplog: pytest.LogCaptureFixture) -> No
         raise RuntimeError("boom")
 
     with caplog.at_level(logging.ERROR, logger="worker.shutdown"):
-        finished = call_with_deadline(fail, 1.0, what="a failing step")
+        finished = call_with_deadline(fail, 1.0, step="a failing step")
 
     assert finished is False
     assert caplog.records[0].getMessage() == "a failing step failed: boom"
@@ -59,7 +59,7 @@ def test_call_with_deadline_logs_failure(caplog: pytest.LogCaptureFixture) -> No
 def test_call_with_deadline_success() -> None:
     called = []
 
-    assert call_with_deadline(lambda: called.append(1), 1.0, what="a quick step") is True
+    assert call_with_deadline(lambda: called.append(1), 1.0, step="a quick step") is True
     assert called == [1]
 
 
