@@ -384,4 +384,12 @@ def _read_token_file(where: str, token_file: Path, base: Path) -> tuple[SecretSt
 def _non_empty(value: str, problem: str) -> tuple[SecretStr | None, str | None]:
     if not value:
         return None, problem
+    if not (value.isascii() and value.isprintable()) or " " in value:
+        # An HTTP header cannot carry such a token; it usually comes from a copy-paste that
+        # picked up an invisible character.
+        where = problem.removesuffix(" is empty")
+        return None, (
+            f"{where} contains spaces, control characters or non-ASCII characters, which a Coda "
+            "API token never has; copy the token again"
+        )
     return SecretStr(value), None

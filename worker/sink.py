@@ -17,7 +17,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from worker.records import RowRecord
+from worker.records import UNSTORABLE, RowRecord, storable_json
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +50,14 @@ class DeletePlan:
 def encode_values(values: dict[str, Any]) -> str:
     """Serialise cell values for a jsonb column.
 
-    PostgreSQL's jsonb cannot hold the NUL character (U+0000), so NULs inside strings become
-    U+FFFD; every other character, key and number is kept as Coda sent it.
+    Every character is kept as Coda sent it, except those `storable_text` replaces: jsonb
+    rejects the NUL character (which json.dumps writes as \\u0000) and UTF-8 cannot encode a
+    lone surrogate.
     """
     text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    if "\\u0000" not in text:
-        return text
-    # NOTE: a cell that contained U+0000 is stored with U+FFFD in its place.
-    return json.dumps(_replace_nul(values), ensure_ascii=False, separators=(",", ":"))
-
-
-def _replace_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_replace_nul(key): _replace_nul(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_replace_nul(item) for item in value]
-    return value
+    if "\\u0000" in text or UNSTORABLE.search(text):
+        text = json.dumps(storable_json(values), ensure_ascii=False, separators=(",", ":"))
+    return text
 
 
 class TableSink:

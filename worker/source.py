@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -54,6 +55,7 @@ ROW_PAGE_LIMIT = 500  # Coda silently caps this; only `nextPageToken` decides wh
 COLUMN_PAGE_LIMIT = 100  # the maximum that listColumns declares
 MAX_EMPTY_PAGES = 20  # consecutive empty pages that still carry a token before we give up
 ERROR_BODY_PREVIEW = 300  # characters of an unexpected body kept in a message
+REDACTED = "[redacted]"
 
 
 class PageTokenRejected(SourceBadRequest):
@@ -197,8 +199,9 @@ class CodaClient:
     ) -> dict[str, Any]:
         response = self._send(operation, path, params, page_token=page_token)
         try:
-            data = response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = decode_json(response.content)
+        except (ValueError, RecursionError):
+            # ValueError covers malformed JSON, bad UTF-8 and integers past Python's digit limit.
             raise BadResponse(
                 f"{operation} answered {response.status_code} with a body that is not valid "
                 f"JSON: {_preview(response)}",
@@ -360,10 +363,23 @@ def _says_doc_too_large(response: httpx.Response) -> bool:
     return "too large" in message or "size limit" in message or "too big" in message
 
 
+def decode_json(content: bytes) -> Any:
+    """Decode a JSON body; a number too large for a float is kept as its text.
+
+    Python reads 1e400 as infinity, which PostgreSQL's jsonb cannot store.
+    """
+    return json.loads(content, parse_float=_parse_float)
+
+
+def _parse_float(text: str) -> float | str:
+    number = float(text)
+    return number if math.isfinite(number) else text
+
+
 def _json_error_body(response: httpx.Response) -> dict[str, Any] | None:
     try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = decode_json(response.content)
+    except (ValueError, RecursionError):
         return None
     if isinstance(data, dict) and ("statusCode" in data or "message" in data):
         return data
@@ -373,14 +389,23 @@ def _json_error_body(response: httpx.Response) -> dict[str, Any] | None:
 def _error_message(response: httpx.Response) -> str:
     body = _json_error_body(response)
     if body is not None:
-        return str(body.get("message") or body.get("statusMessage") or response.reason_phrase)[
-            :ERROR_BODY_PREVIEW
-        ]
+        message = str(body.get("message") or body.get("statusMessage") or response.reason_phrase)
+        return _redact(response, message)[:ERROR_BODY_PREVIEW]
     return _preview(response)
 
 
+def _redact(response: httpx.Response, text: str) -> str:
+    # A proxy or server that echoes the request puts the bearer token into the body, and the
+    # body ends up in messages that are stored and printed.
+    authorization = response.request.headers.get("Authorization", "")
+    token = authorization.removeprefix("Bearer ").strip()
+    if token and token in text:
+        text = text.replace(token, REDACTED)
+    return text
+
+
 def _preview(response: httpx.Response) -> str:
-    text = response.text.strip().replace("\n", " ")
+    text = _redact(response, response.text).strip().replace("\n", " ")
     if not text:
         return "(empty body)"
     if len(text) > ERROR_BODY_PREVIEW:

@@ -217,7 +217,8 @@ def record_failure(
     conn.execute(
         "UPDATE coda_sync.job_status SET"
         " last_outcome = %(outcome)s, last_error_kind = %(kind)s, last_error = %(message)s,"
-        " needs_attention = %(outcome)s <> 'interrupted', last_finished_at = now(),"
+        " needs_attention = (%(outcome)s <> 'interrupted' OR needs_attention),"
+        " last_finished_at = now(),"
         " last_duration_seconds = %(duration)s,"
         " consecutive_failures = consecutive_failures + (%(outcome)s <> 'interrupted')::int,"
         " last_requests = %(requests)s, last_retries = %(retries)s,"

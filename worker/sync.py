@@ -137,8 +137,8 @@ class JobRunner:
         if skipped is not None:
             return skipped
 
-        run.client = self._client(run)
         try:
+            run.client = self._client(run)
             self._share_user_budget(run)
             return self._read_and_merge(run, allow_mass_delete)
         except SourceRejected as exc:
@@ -151,7 +151,8 @@ class JobRunner:
             self._write_failure(run, "failed", "internal_error", f"internal error: {exc!r}")
             raise
         finally:
-            run.client.close()
+            if run.client is not None:
+                run.client.close()
 
     def _start(self, run: Run) -> RunResult | None:
         job = run.job
@@ -170,6 +171,10 @@ class JobRunner:
     def _client(self, run: Run) -> CodaClient:
         job = run.job
         assert job.token is not None
+        token = job.token.get_secret_value()
+        if not (token.isascii() and token.isprintable()):
+            # The config loader rejects such tokens; a Job built in code may still carry one.
+            raise ConfigError("the token contains non-ASCII or control characters; copy it again")
         options = ClientOptions(
             timeout=self.options.timeout,
             connect_timeout=self.options.connect_timeout,
@@ -327,7 +332,7 @@ class JobRunner:
 
     def _fail(self, run: Run, exc: WorkerError) -> RunResult:
         outcome = "interrupted" if isinstance(exc, RunInterrupted) else "failed"
-        message = str(exc)
+        message = self._redact(run, str(exc))
         if isinstance(exc, SourceNotFound):
             message = (
                 f"not found or no access: table {run.job.table_id} in doc {run.job.doc_id}; "
@@ -411,6 +416,10 @@ class JobRunner:
             duration=run.elapsed(),
             **fields,  # type: ignore[arg-type]
         )
+
+    def _redact(self, run: Run, text: str) -> str:
+        token = run.job.token.get_secret_value() if run.job.token is not None else ""
+        return text.replace(token, "[redacted]") if token and token in text else text
 
     def _result(self, run: Run, outcome: str, **fields: object) -> RunResult:
         duration = 0.0 if outcome == "skipped" else run.elapsed()

@@ -142,10 +142,6 @@ def inject_echo(coda: CodaEmulator, canary: str, status_code: int, kind: str) ->
     coda.inject(fault)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync._fail stores the response body preview unredacted in last_error and job_runs.error",
-)
 @pytest.mark.parametrize(("status_code", "kind", "error_kind"), ECHO_PATHS)
 def test_token_echo_never_stored(
     db: Database, coda: CodaEmulator, make_job: JobFactory, status_code: int, kind: str, error_kind: str
@@ -204,10 +200,6 @@ def test_token_echo_redacted_in_logs(
     assert not [line for line in lines if canary in line]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync.run builds the client outside its try, so a non-ASCII token escapes as UnicodeEncodeError",
-)
 def test_token_non_ascii_fails_run(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:

@@ -220,10 +220,6 @@ def test_dropped_connection_always_fails(db: Database, coda: CodaEmulator, make_
     assert len(fetch_rows(db, "tasks")) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source._get_json catches only JSONDecodeError, so a ValueError from json.loads escapes run()",
-)
 def test_number_over_digit_limit_fails_run(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:
