@@ -212,8 +212,27 @@ def record_failure(
     duration: float | None,
     stats: RequestStats | None,
     disable_reason: str | None = None,
+    started_at: datetime | None = None,
 ) -> None:
-    """Record a failed, disabled or interrupted run; the job's data is left as it was."""
+    """Record a failed, disabled or interrupted run; the job's data is left as it was.
+
+    When another run that started later has already succeeded (a replica that stalled and
+    lost its session, say), the failure is stale: the job's data is fresh, so its outcome,
+    alert and failure streak stay as the newer run left them.
+    """
+    if started_at is not None and disable_reason is None:
+        row = conn.execute(
+            "SELECT last_success_at > %s FROM coda_sync.job_status WHERE job_name = %s",
+            (started_at, job_name),
+        ).fetchone()
+        if row is not None and row[0]:
+            logger.info(
+                "job %s: a newer run already succeeded; not recording this run's %s as the job's state",
+                job_name,
+                outcome,
+                extra={"event": "stale_failure_ignored", "job": job_name},
+            )
+            return
     conn.execute(
         "UPDATE coda_sync.job_status SET"
         " last_outcome = %(outcome)s, last_error_kind = %(kind)s, last_error = %(message)s,"

@@ -394,6 +394,7 @@ class JobRunner:
                     duration=run.elapsed(),
                     stats=run.stats,
                     disable_reason=message if disable else None,
+                    started_at=run.started_at,
                 )
                 status.record_run(conn, self._record(run, outcome, error_kind=kind, error=message))
         except SinkError as exc:

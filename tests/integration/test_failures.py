@@ -479,3 +479,34 @@ def test_nul_character_stored_as_replacement(
 
     assert result.outcome == "succeeded"
     assert fetch_rows(db, "tasks")["i-r1"]["values"]["c-name"] == "a\ufffdb"  # type: ignore[index]
+
+
+def test_stale_failure_keeps_newer_success(
+    db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
+) -> None:
+    # A replica whose run stalled and lost its session reports its failure after a newer run
+    # succeeded; the newer success stays the job's state.
+    from datetime import UTC, datetime, timedelta
+
+    from worker import status
+
+    add_rows(coda, "grid-T1", 2)
+    runner.run(make_job())
+    stalled_start = datetime.now(UTC) - timedelta(minutes=5)
+
+    with db.connection() as conn:
+        status.record_failure(
+            conn,
+            "tasks",
+            outcome="failed",
+            kind="database_error",
+            message="terminating connection due to idle-in-transaction timeout",
+            duration=300.0,
+            stats=None,
+            started_at=stalled_start,
+        )
+
+    row = fetch_status(db, "tasks")
+    assert row["last_outcome"] == "succeeded"
+    assert row["consecutive_failures"] == 0
+    assert row["needs_attention"] is False
