@@ -6,11 +6,10 @@ import logging
 
 from worker.config import Config, Job
 from worker.errors import ConfigError, SourceError, SourceRejected, WorkerError
-from worker.outcome import explain_rejection
+from worker.outcome import explain_rejection, friendly_operation
 from worker.records import Identity
 from worker.settings import Settings
 from worker.source import ClientOptions, CodaClient
-from worker.sync import friendly_operation
 
 logger = logging.getLogger(__name__)
 

@@ -133,3 +133,9 @@ def explain_rejection(
             f"restricted one. Check the token's scope and that it is still valid, {fix}"
         ),
     )
+
+
+def friendly_operation(operation: str) -> str:
+    """Name a Coda operation the way a status reason reads: 'rows', 'columns' or 'table'."""
+    names = {"listRows": "rows", "listColumns": "columns", "getTable": "table"}
+    return names.get(operation.strip(), operation.strip())

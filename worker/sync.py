@@ -9,13 +9,10 @@ failure recorded.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import SecretStr
@@ -32,65 +29,19 @@ from worker.errors import (
     SourceRejected,
     WorkerError,
 )
-from worker.outcome import decide_deletes, explain_rejection
+from worker.outcome import explain_rejection, friendly_operation
 from worker.pacing import PacerRegistry
-from worker.records import Identity, RequestStats, TableInfo
-from worker.sink import DeletePlan, MergeCounts, TableSink
-from worker.source import ClientOptions, CodaClient, PageTokenRejected
+from worker.pipeline import plan_deletes, read_all_rows, resolve_table
+from worker.records import Identity, RequestStats
+from worker.runs import Run, RunnerOptions, RunResult, new_instance_id
+from worker.sink import TableSink
+from worker.source import ClientOptions, CodaClient
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["ClientFactory", "JobRunner", "Run", "RunResult", "RunnerOptions", "new_instance_id"]
+
 ClientFactory = Callable[[SecretStr, ClientOptions], CodaClient]
-
-
-def new_instance_id() -> str:
-    """Return an id for this worker process: host, pid and a random suffix."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunResult:
-    """What one run did: 'succeeded', 'failed', 'disabled', 'interrupted' or 'skipped'."""
-
-    job_name: str
-    outcome: str
-    duration: float
-    counts: MergeCounts | None = None
-    error_kind: str | None = None
-    message: str | None = None
-    attention: str | None = None
-    run_id: str | None = None
-
-
-@dataclass(kw_only=True)
-class RunnerOptions:
-    """Settings shared by every run of one worker process."""
-
-    base_url: str
-    timeout: float = 30.0  # seconds per request
-    connect_timeout: float = 10.0  # seconds
-    max_retry_time: float = 300.0  # seconds of backoff one request may use
-    cancel: threading.Event = field(default_factory=threading.Event)
-    instance_id: str = field(default_factory=new_instance_id)
-
-
-@dataclass(kw_only=True)
-class Run:
-    """The state of one run in progress."""
-
-    job: Job
-    run_id: str
-    slot: datetime | None
-    started: float  # monotonic seconds
-    started_at: datetime
-    client: CodaClient | None = None
-
-    @property
-    def stats(self) -> RequestStats | None:
-        return self.client.stats if self.client is not None else None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 class JobRunner:
@@ -227,12 +178,12 @@ class JobRunner:
             if state is not None and not state.enabled:
                 return self._result(run, "skipped", message=f"disabled: {state.disabled_reason}")
 
-            table = self._resolve_table(job, client, state.resolved_table_id if state else None)
+            table = resolve_table(job, client, state.resolved_table_id if state else None)
             columns = client.list_columns(job.doc_id, table.id)
             sink = TableSink(conn, job.target_schema, job.target_table)
-            self._read_all_rows(job, client, sink, table)
+            read_all_rows(job, client, sink, table, self.options.cancel)
 
-            plan, attention = self._plan_deletes(job, sink, table, allow_mass_delete)
+            plan, attention = plan_deletes(job, sink, table, allow_mass_delete)
             counts = sink.merge(plan)
             status.save_columns(conn, job.name, columns)
             status.record_success(
@@ -248,58 +199,6 @@ class JobRunner:
         result = self._result(run, "succeeded", counts=counts, attention=attention)
         self._log_success(result, client.stats)
         return result
-
-    def _resolve_table(self, job: Job, client: CodaClient, resolved: str | None) -> TableInfo:
-        # A table configured by name is looked up once and then addressed by its immutable id,
-        # so renaming the table in Coda does not break the job.
-        table = client.get_table(job.doc_id, resolved or job.table_id)
-        if table.table_type == "view":
-            parent = table.parent_table_id or "the view's base table"
-            raise ConfigError(
-                f"table_id {job.table_id!r} of job {job.name!r} is a view; a view hides rows "
-                f"that its filter excludes, and they would be deleted here. Set table_id to "
-                f"{parent!r} instead"
-            )
-        return table
-
-    def _read_all_rows(self, job: Job, client: CodaClient, sink: TableSink, table: TableInfo) -> None:
-        # A page token that Coda rejects mid-read (it expired, or the table changed) restarts
-        # the read once from the first page; a second rejection fails the run.
-        for attempt in (1, 2):
-            sink.start_staging()
-            try:
-                for page in client.iter_row_pages(job.doc_id, table.id):
-                    sink.stage(page)
-                    if self.options.cancel.is_set():
-                        raise RunInterrupted("the worker is shutting down; the run was rolled back")
-                return
-            except PageTokenRejected:
-                if attempt == 2:
-                    raise
-                logger.warning(
-                    "job %s: Coda rejected a page token; reading again from the first page",
-                    job.name,
-                    extra={"event": "read_restarted", "job": job.name},
-                )
-
-    def _plan_deletes(
-        self, job: Job, sink: TableSink, table: TableInfo, allow_mass_delete: bool
-    ) -> tuple[DeletePlan, str | None]:
-        soft = job.deletes == "soft"
-        read = sink.finish_read()
-        existing = sink.count_existing(soft_deletes=soft)
-        missing = sink.count_missing(soft_deletes=soft) if existing else 0
-        decision = decide_deletes(
-            existing=existing,
-            missing=missing,
-            read=read,
-            row_count=table.row_count,
-            max_fraction=job.max_delete_fraction,
-            allow_mass_delete=allow_mass_delete or job.allow_mass_delete,
-        )
-        if not decision.allowed:
-            return DeletePlan(mode="withhold"), decision.reason
-        return DeletePlan(mode=job.deletes), None
 
     def _disable(self, run: Run, exc: SourceRejected) -> RunResult:
         job, client = run.job, run.client
@@ -462,9 +361,3 @@ class JobRunner:
                 "duration": result.duration,
             },
         )
-
-
-def friendly_operation(operation: str) -> str:
-    """Name a Coda operation the way a status reason reads: 'rows', 'columns' or 'table'."""
-    names = {"listRows": "rows", "listColumns": "columns", "getTable": "table"}
-    return names.get(operation.strip(), operation.strip())
