@@ -78,7 +78,12 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors(include_url=False, include_input=False):
-            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            name = ".".join(str(part) for part in error["loc"])
+            if not name:
+                # A check across several variables names them in its own message.
+                problems.append(message)
+                continue
             variable = name if name.isupper() else f"CODA_SYNC_{name.upper()}"
-            problems.append(f"{variable}: {error['msg'].removeprefix('Value error, ')}")
+            problems.append(f"{variable}: {message}")
         raise ConfigError("invalid environment: " + "; ".join(problems)) from None

@@ -60,11 +60,6 @@ def test_load_settings_both_database_sources(monkeypatch: pytest.MonkeyPatch, tm
     assert PASSWORD not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_settings labels an error of the whole model (empty loc) as the variable "
-    "CODA_SYNC_SETTINGS, which does not exist",
-)
 def test_load_settings_both_sources_label(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CODA_SYNC_DATABASE_URL", DATABASE_URL)
     monkeypatch.setenv("CODA_SYNC_DATABASE_URL_FILE", str(tmp_path / "database-url"))
