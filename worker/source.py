@@ -359,6 +359,8 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
 
 def _says_doc_too_large(response: httpx.Response) -> bool:
     # Coda documents no status or code for this; its message text is the only signal.
+    # NOTE: GET /docs/{docId} reports docSize.overApiSizeLimit, but a table-scoped token cannot
+    # read it, so the worker never asks; a bare 403 for an oversized doc disables the job.
     message = _error_message(response).lower()
     return "too large" in message or "size limit" in message or "too big" in message
 
