@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 
 from worker.config import Config, Job
-from worker.errors import ConfigError, SourceError, SourceRejected, WorkerError
-from worker.outcome import explain_rejection, friendly_operation
-from worker.records import Identity
+from worker.errors import ConfigError, SourceRejected, WorkerError
+from worker.pipeline import explain_refused_token
 from worker.settings import Settings
 from worker.source import ClientOptions, CodaClient
 
@@ -54,19 +53,5 @@ def probe_job(job: Job, settings: Settings) -> str | None:
 
 
 def _explain(job: Job, client: CodaClient, exc: SourceRejected) -> str:
-    identity: Identity | None = None
-    whoami_status: int | None = None
-    try:
-        identity = client.whoami()
-    except SourceError as whoami_error:
-        whoami_status = whoami_error.status
-    rejection = explain_rejection(
-        job_name=job.name,
-        doc_id=job.doc_id,
-        table_id=job.table_id,
-        status=exc.status,
-        operation=friendly_operation(exc.operation or "a request"),
-        identity=identity,
-        whoami_status=whoami_status,
-    )
+    rejection = explain_refused_token(job, client, exc)
     return f"{rejection.kind}: {rejection.reason}"

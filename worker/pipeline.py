@@ -10,9 +10,9 @@ import logging
 import threading
 
 from worker.config import Job
-from worker.errors import ConfigError, RunInterrupted
-from worker.outcome import decide_deletes
-from worker.records import TableInfo
+from worker.errors import ConfigError, RunInterrupted, SourceError, SourceRejected
+from worker.outcome import Rejection, decide_deletes, explain_rejection, friendly_operation
+from worker.records import Identity, TableInfo
 from worker.sink import DeletePlan, TableSink
 from worker.source import CodaClient, PageTokenRejected
 
@@ -74,3 +74,24 @@ def plan_deletes(
     if not decision.allowed:
         return DeletePlan(mode="withhold"), decision.reason
     return DeletePlan(mode=job.deletes), None
+
+
+def explain_refused_token(job: Job, client: CodaClient, refusal: SourceRejected) -> Rejection:
+    """Ask `/whoami` once why Coda refused the job's token, and return the explanation."""
+    identity: Identity | None = None
+    whoami_status: int | None = None
+    try:
+        identity = client.whoami()
+    except SourceError as whoami_error:
+        whoami_status = whoami_error.status
+    except RunInterrupted:
+        pass
+    return explain_rejection(
+        job_name=job.name,
+        doc_id=job.doc_id,
+        table_id=job.table_id,
+        status=refusal.status,
+        operation=friendly_operation(refusal.operation or "a request"),
+        identity=identity,
+        whoami_status=whoami_status,
+    )

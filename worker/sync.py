@@ -29,10 +29,9 @@ from worker.errors import (
     SourceRejected,
     WorkerError,
 )
-from worker.outcome import explain_rejection, friendly_operation
 from worker.pacing import PacerRegistry
-from worker.pipeline import plan_deletes, read_all_rows, resolve_table
-from worker.records import Identity, RequestStats
+from worker.pipeline import explain_refused_token, plan_deletes, read_all_rows, resolve_table
+from worker.records import RequestStats
 from worker.runs import Run, RunnerOptions, RunResult, new_instance_id
 from worker.sink import TableSink
 from worker.source import ClientOptions, CodaClient
@@ -203,23 +202,7 @@ class JobRunner:
     def _disable(self, run: Run, exc: SourceRejected) -> RunResult:
         job, client = run.job, run.client
         assert client is not None
-        identity: Identity | None = None
-        whoami_status: int | None = None
-        try:
-            identity = client.whoami()
-        except SourceError as whoami_error:
-            whoami_status = whoami_error.status
-        except RunInterrupted:
-            pass
-        rejection = explain_rejection(
-            job_name=job.name,
-            doc_id=job.doc_id,
-            table_id=job.table_id,
-            status=exc.status,
-            operation=friendly_operation(exc.operation or "a request"),
-            identity=identity,
-            whoami_status=whoami_status,
-        )
+        rejection = explain_refused_token(job, client, exc)
         self._write_failure(run, "disabled", rejection.kind, rejection.reason, disable=True)
         logger.error(
             "job %s disabled: %s",
