@@ -85,8 +85,8 @@ def install_handlers() -> Signals:
             signals.reload = True
             return
         if signals.stop is not None:
-            logger.warning("second signal: exiting at once", extra={"event": "worker_killed"})
-            flush_logs()
+            # Logging takes a lock the interrupted main thread may hold, so write directly.
+            os.write(2, b"coda-sync: second signal, exiting at once\n")
             os._exit(EXIT_FAILED)
         signals.stop = signum
 
