@@ -236,3 +236,23 @@ def test_run_syncs_then_stops_on_sigterm(env: dict[str, str], database_url: str)
     assert elapsed < 8
     assert "job tasks succeeded" in stderr
     assert CANARY not in stderr
+
+
+def test_sync_allow_mass_delete_flag(env: dict[str, str], coda: CodaEmulator, database_url: str) -> None:
+    coda_sync("sync", "tasks", env=env)
+    for row in coda.rows(DOC, "grid-T1")[:2]:
+        coda.delete_row(DOC, "grid-T1", row["id"])
+
+    guarded = coda_sync("sync", "tasks", env=env)
+    allowed = coda_sync("sync", "tasks", "--allow-mass-delete", env=env)
+
+    assert guarded.returncode == 0, guarded.stderr
+    assert "0 deleted" in guarded.stdout
+    assert "needs attention" in guarded.stdout
+    assert allowed.returncode == 0, allowed.stderr
+    assert "2 deleted, 1 rows" in allowed.stdout
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT needs_attention, rows_total FROM coda_sync.job_status WHERE job_name = 'tasks'"
+        ).fetchone()
+    assert row == (False, 1)

@@ -53,6 +53,7 @@ def test_out_of_scope_table_disables_only_its_job(
     assert stock["enabled"] is False
     assert stock["last_outcome"] == "disabled"
     assert stock["last_error_kind"] == "token_out_of_scope"
+    assert stock["disabled_at"] is not None
     assert stock["disabled_reason"].startswith("scope: 403 on ")
     assert "grid-T2" in stock["disabled_reason"]
     assert "coda-sync enable stock" in stock["disabled_reason"]
