@@ -6,7 +6,9 @@ import logging
 
 from worker.config import Config, Job
 from worker.errors import ConfigError, SourceRejected, WorkerError
+from worker.outcome import api_not_found_message
 from worker.pipeline import explain_refused_token
+from worker.retry import RetryPolicy
 from worker.settings import Settings
 from worker.source import ClientOptions, CodaClient
 
@@ -15,22 +17,32 @@ logger = logging.getLogger(__name__)
 
 def check_jobs(config: Config, settings: Settings) -> int:
     """Print one line per job; return 0 when every job's table can be read, else 1."""
-    print(f"{config.path}: {len(config.jobs)} jobs, configuration valid")
-    failures = 0
+    count = len(config.jobs)
+    if count == 0:
+        print(f"{config.path}: configuration valid, but it has no [[jobs]] entries; add one per table")
+        return 1
+    print(f"{config.path}: {count} job{'s' if count != 1 else ''}, configuration valid")
+    problems = []
     for job in config.jobs:
         problem = probe_job(job, settings)
-        if problem is None:
-            continue
-        failures += 1
-        print(f"{job.name}: FAILED: {problem}")
-    return 1 if failures else 0
+        if problem is not None:
+            print(f"{job.name}: FAILED: {problem}")
+            problems.append(problem)
+    if count >= 2 and len(problems) == count and all(p.startswith("not_found:") for p in problems):
+        print(api_not_found_message(settings.api_base_url))
+    return 1 if problems else 0
 
 
 def probe_job(job: Job, settings: Settings) -> str | None:
     """Read the job's table metadata, columns and first row; return a problem or None."""
     if job.token is None:
-        return f"token missing: {job.token_problem}"
-    options = ClientOptions(timeout=settings.request_timeout, connect_timeout=settings.connect_timeout)
+        return f"config_error: token missing: {job.token_problem}"
+    # A probe should answer within seconds, so it retries less than a scheduled run does.
+    options = ClientOptions(
+        timeout=settings.request_timeout,
+        connect_timeout=settings.connect_timeout,
+        retry=RetryPolicy(max_attempts=3, max_total_delay=10.0),
+    )
     with CodaClient(settings.api_base_url, job.token, options=options) as client:
         try:
             table = client.get_table(job.doc_id, job.table_id)

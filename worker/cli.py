@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +22,14 @@ from worker.database import Database, describe_url, open_database
 from worker.errors import ConfigError, SinkError, WorkerError
 from worker.history import format_run, jsonable_run
 from worker.logs import SecretRedactor, setup_logging
+from worker.outcome import api_not_found_message
 from worker.pacing import PacerRegistry
-from worker.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from worker.settings import DEFAULT_CONFIG_PATH, Settings, load_settings, unknown_variables
 from worker.sync import JobRunner, RunnerOptions, RunResult, new_instance_id
 
 logger = logging.getLogger(__name__)
 
+NOT_FOUND_KINDS = frozenset({"not_found", "api_not_found"})
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -42,24 +45,37 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"jobs file (TOML); default: $CODA_SYNC_CONFIG, else {DEFAULT_CONFIG_PATH}",
     )
+    # --config is accepted after the command too; SUPPRESS keeps a value given before it.
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="jobs file (TOML)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("run", help="run the scheduler until SIGTERM or SIGINT; SIGHUP reloads the jobs file")
-    sync = commands.add_parser("sync", help="run jobs once now and print a summary per job")
+    commands.add_parser(
+        "run",
+        parents=[config_option],
+        help="run the scheduler until SIGTERM or SIGINT; SIGHUP reloads the jobs file",
+    )
+    sync = commands.add_parser(
+        "sync", parents=[config_option], help="run jobs once now and print a summary per job"
+    )
     sync.add_argument("jobs", nargs="*", metavar="JOB", help="job names (default: every enabled job)")
     sync.add_argument(
         "--allow-mass-delete",
         action="store_true",
         help="let this run delete rows even past the delete guard's limit",
     )
-    show = commands.add_parser("status", help="print one line per job from the status table")
+    show = commands.add_parser(
+        "status", parents=[config_option], help="print one line per job from the status table"
+    )
     show.add_argument("--json", action="store_true", help="print a JSON array of status rows")
-    history = commands.add_parser("history", help="print recent runs, newest first")
+    history = commands.add_parser("history", parents=[config_option], help="print recent runs, newest first")
     history.add_argument("job", nargs="?", metavar="JOB", help="only this job's runs")
     history.add_argument("--limit", type=_positive_int, default=20, help="number of runs (default: 20)")
     history.add_argument("--json", action="store_true", help="print a JSON array of runs")
     health = commands.add_parser(
-        "health", help="exit 0 when this container's worker has a fresh heartbeat, else 1"
+        "health",
+        parents=[config_option],
+        help="exit 0 when this container's worker has a fresh heartbeat, else 1",
     )
     health.add_argument(
         "--max-age",
@@ -68,11 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="oldest heartbeat that counts as fresh; default: $CODA_SYNC_HEALTH_MAX_AGE, else 60",
     )
     health.add_argument("--jobs", action="store_true", help="also exit 1 when an enabled job is stale")
-    enable = commands.add_parser("enable", help="re-enable a disabled job")
+    enable = commands.add_parser("enable", parents=[config_option], help="re-enable a disabled job")
     enable.add_argument("job", metavar="JOB")
-    commands.add_parser("check", help="validate the config and probe each job's access, read-only")
-    commands.add_parser("demo", help="sync a sample doc from a local Coda API emulator")
-    commands.add_parser("stop-embedded-db", help="stop the embedded PostgreSQL server")
+    commands.add_parser(
+        "check", parents=[config_option], help="validate the config and probe each job's access, read-only"
+    )
+    commands.add_parser(
+        "demo", parents=[config_option], help="sync a sample doc from a local Coda API emulator"
+    )
+    commands.add_parser(
+        "stop-embedded-db", parents=[config_option], help="stop the embedded PostgreSQL server"
+    )
     return parser
 
 
@@ -82,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         setup_logging(log_format=settings.log_format, level=settings.log_level)
+        for name in unknown_variables(os.environ):
+            logger.warning(
+                "ignoring %s: no setting has that name; check its spelling in the README",
+                name,
+                extra={"event": "unknown_variable", "variable": name},
+            )
         if args.command == "demo":
             from worker.demo import run_demo
 
@@ -237,6 +265,8 @@ def _sync(args: argparse.Namespace, settings: Settings, config: Config, db: Data
         print(format_result(result))
         if result.outcome not in ("succeeded", "skipped"):
             exit_code = EXIT_FAILED
+    if len(results) >= 2 and all(r.error_kind in NOT_FOUND_KINDS for r in results):
+        print(f"coda-sync: {api_not_found_message(settings.api_base_url)}", file=sys.stderr)
     return exit_code
 
 

@@ -48,9 +48,7 @@ def validate_cron(expression: str, timezone: str = "UTC") -> str:
     try:
         cron_trigger(expression, timezone)
     except ValueError as exc:
-        raise ValueError(
-            f"invalid cron expression {expression!r}: {exc}; expected 5 fields such as '0 * * * *'"
-        ) from None
+        raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
     return expression
 
 

@@ -25,7 +25,9 @@ def cron_trigger(schedule: str, timezone: str) -> BaseTrigger:
     """
     fields = schedule.split()
     if len(fields) not in (5, 6):
-        raise ValueError(f"expected 5 cron fields (or 6 with seconds first), got {len(fields)}")
+        raise ValueError(
+            f"expected 5 fields such as '0 * * * *' (or 6 with seconds first), got {len(fields)}"
+        )
     second = fields.pop(0) if len(fields) == 6 else "0"
     minute, hour, day, month, weekday = fields
     common = {"second": second, "minute": minute, "hour": hour, "month": month, "timezone": timezone}

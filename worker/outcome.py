@@ -139,3 +139,12 @@ def friendly_operation(operation: str) -> str:
     """Name a Coda operation the way a status reason reads: 'rows', 'columns' or 'table'."""
     names = {"listRows": "rows", "listColumns": "columns", "getTable": "table"}
     return names.get(operation.strip(), operation.strip())
+
+
+def api_not_found_message(base_url: str) -> str:
+    """Explain why every configured job answering 404 points at the base URL first."""
+    return (
+        f"every configured job answered 404 from {base_url}. Most likely the API base URL or "
+        "API version is wrong: set CODA_API_BASE_URL to https://coda.io/apis/v1 (or your proxy's "
+        "equivalent). If the URL is right, check each job's doc_id and table_id"
+    )

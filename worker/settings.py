@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -45,6 +47,29 @@ class Settings(BaseSettings):
     # longest wait for one request: max_retry_time plus one request and one connect timeout.
     idle_in_transaction_timeout: float = Field(default=900.0, gt=0, description="seconds")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; use Coda's https://coda.io/apis/v1 or your proxy's "
+                "equivalent, with the scheme"
+            )
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_conninfo(value.get_secret_value(), "the value")
+        return value
+
     @model_validator(mode="after")
     def _one_database_source(self) -> Settings:
         if self.database_url is not None and self.database_url_file is not None:
@@ -68,7 +93,35 @@ class Settings(BaseSettings):
             ) from None
         if not text:
             raise ConfigError(f"CODA_SYNC_DATABASE_URL_FILE={str(self.database_url_file)!r} is empty")
+        try:
+            check_conninfo(text, f"the URL in CODA_SYNC_DATABASE_URL_FILE={str(self.database_url_file)!r}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return SecretStr(text)
+
+
+def check_conninfo(url: str, where: str) -> None:
+    """Raise ValueError when *url* is not a libpq URL or DSN; the message never shows it."""
+    import psycopg
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ValueError(
+            f"{where} is not a valid libpq URL or DSN; expected postgresql://USER:PASSWORD@HOST:PORT/DB"
+        ) from None
+
+
+# Fields whose values may be secrets, so their input never appears in an error message.
+SECRET_FIELDS = frozenset({"database_url"})
+# Variables with the CODA_SYNC_ prefix that are read elsewhere than in `Settings`.
+OTHER_VARIABLES = frozenset({"CODA_SYNC_TEST_DATABASE_URL"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Return the CODA_SYNC_* variables that no setting reads, most likely misspelt."""
+    known = {f"CODA_SYNC_{name.upper()}" for name in Settings.model_fields} | OTHER_VARIABLES
+    return sorted(name for name in environ if name.startswith("CODA_SYNC_") and name not in known)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -76,10 +129,12 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_url=False, include_input=False):
+        problems: list[str] = []
+        for error in exc.errors(include_url=False):
             message = error["msg"].removeprefix("Value error, ")
             name = ".".join(str(part) for part in error["loc"])
+            if name and name not in SECRET_FIELDS and error["type"] != "value_error":
+                message += f", got {error.get('input')!r}"
             if not name:
                 # A check across several variables names them in its own message.
                 problems.append(message)

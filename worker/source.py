@@ -90,6 +90,9 @@ class CodaClient:
     ) -> None:
         self.options = options or ClientOptions()
         self.stats = RequestStats()
+        # Scheme, host and port only: a proxy URL may carry credentials.
+        parsed = httpx.URL(base_url)
+        self._origin = f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
         self._http = httpx.Client(
             base_url=base_url.rstrip("/") + "/",
             headers={
@@ -146,9 +149,12 @@ class CodaClient:
         for page in self._pages("listRows", path, params):
             yield [parse_row(item) for item in page]
 
-    def whoami(self) -> Identity:
-        """Fetch the identity behind the token; 401 here means the token itself is bad."""
-        data = self._get_json("whoami", "whoami", {})
+    def whoami(self, *, retry: bool = True) -> Identity:
+        """Fetch the identity behind the token; 401 here means the token itself is bad.
+
+        With *retry* false a single attempt is made, for callers that can do without the answer.
+        """
+        data = self._get_json("whoami", "whoami", {}, retry=retry)
         return Identity(
             login_id=str(data.get("loginId", "")),
             name=str(data.get("name", "")),
@@ -196,8 +202,9 @@ class CodaClient:
         params: dict[str, Any],
         *,
         page_token: str | None = None,
+        retry: bool = True,
     ) -> dict[str, Any]:
-        response = self._send(operation, path, params, page_token=page_token)
+        response = self._send(operation, path, params, page_token=page_token, retry=retry)
         try:
             data = decode_json(response.content)
         except (ValueError, RecursionError):
@@ -218,6 +225,7 @@ class CodaClient:
         params: dict[str, Any],
         *,
         page_token: str | None,
+        retry: bool = True,
     ) -> httpx.Response:
         attempt = 0
         waited = 0.0
@@ -227,6 +235,8 @@ class CodaClient:
             failure, retry_after = self._attempt(operation, path, params, page_token)
             if isinstance(failure, httpx.Response):
                 return failure
+            if not retry:
+                raise failure
 
             delay = self.options.retry.delay(
                 attempt=attempt, waited=waited, retry_after=retry_after, rng=self.options.rng
@@ -245,9 +255,12 @@ class CodaClient:
         try:
             response = self._http.get(path, params=params, timeout=self._timeout())
         except httpx.TimeoutException as exc:
-            return SourceTimeout(f"{operation} timed out ({type(exc).__name__})"), None
+            return SourceTimeout(f"{operation} timed out ({type(exc).__name__}) at {self._origin}"), None
         except httpx.TransportError as exc:
-            return SourceUnavailable(f"{operation} failed: network error {type(exc).__name__}"), None
+            return SourceUnavailable(
+                f"{operation} failed: network error {type(exc).__name__} reaching {self._origin}; "
+                "check CODA_API_BASE_URL and the network path to it"
+            ), None
 
         status = response.status_code
         if status >= 400 and _says_doc_too_large(response):

@@ -29,6 +29,7 @@ from worker.errors import (
     SourceRejected,
     WorkerError,
 )
+from worker.outcome import api_not_found_message
 from worker.pacing import PacerRegistry
 from worker.pipeline import explain_refused_token, plan_deletes, read_all_rows, resolve_table
 from worker.records import RequestStats
@@ -149,7 +150,7 @@ class JobRunner:
         user = self.pacers.user_of(fingerprint)
         if user is None:
             try:
-                user = run.client.whoami().login_id
+                user = run.client.whoami(retry=False).login_id
             except SourceError as exc:
                 # The run's own requests will fail the same way and explain it; until then
                 # the token keeps a budget of its own.
@@ -236,11 +237,7 @@ class JobRunner:
         return self._result(run, outcome, error_kind=exc.kind, message=message)
 
     def _api_not_found(self) -> str:
-        return (
-            f"every configured job answered 404 from {self.options.base_url}: the API base URL "
-            "or API version is wrong, not the tables. Set CODA_API_BASE_URL to Coda's API v1 "
-            "address (https://coda.io/apis/v1) or your proxy's equivalent"
-        )
+        return api_not_found_message(self.options.base_url)
 
     def _all_jobs_not_found(self) -> bool:
         try:

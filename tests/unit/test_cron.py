@@ -54,7 +54,7 @@ def test_cron_trigger_accepts_seconds_field() -> None:
 
 
 def test_cron_trigger_rejects_four_fields() -> None:
-    with pytest.raises(ValueError, match="expected 5 cron fields"):
+    with pytest.raises(ValueError, match="expected 5 fields such as"):
         cron_trigger("* * * *", "UTC")
 
 
