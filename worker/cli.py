@@ -92,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", parents=[config_option], help="sync a sample doc from a local Coda API emulator"
     )
-    commands.add_parser(
+    stop_db = commands.add_parser(
         "stop-embedded-db", parents=[config_option], help="stop the embedded PostgreSQL server"
+    )
+    stop_db.add_argument(
+        "--force", action="store_true", help="stop it even while coda-sync processes are connected"
     )
     return parser
 
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(settings)
         if args.command == "stop-embedded-db":
-            return _stop_embedded(settings)
+            return _stop_embedded(settings, force=args.force)
         if args.command == "health":
             return _health(args, settings)
         if args.command == "history":
@@ -163,7 +166,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, config: Config) -> i
         if args.command == "sync":
             return _sync(args, settings, config, db)
         if args.command == "status":
-            return _status(args, config, db)
+            return _status(args, settings, db)
         if args.command == "enable":
             return _enable(args.job, config, db)
     finally:
@@ -270,21 +273,25 @@ def _sync(args: argparse.Namespace, settings: Settings, config: Config, db: Data
     return exit_code
 
 
-def _status(args: argparse.Namespace, config: Config, db: Database) -> int:
+def _status(args: argparse.Namespace, settings: Settings, db: Database) -> int:
     with db.connection() as conn:
         rows = status.list_status(conn)
+        workers = status.live_workers(conn, max_age=settings.health_max_age)
     if args.json:
         print(json.dumps([_jsonable(row) for row in rows], indent=2, default=str))
         return EXIT_OK
     if not rows:
         print("no jobs have been registered yet; run `coda-sync sync` or `coda-sync run`")
     for row in rows:
-        print(format_status_row(row))
+        print(format_status_row(row, worker_running=workers > 0))
     return EXIT_OK
 
 
-def format_status_row(row: dict[str, Any]) -> str:
-    """Return the one-line view of a status row that `coda-sync status` prints."""
+def format_status_row(row: dict[str, Any], *, worker_running: bool = True) -> str:
+    """Return the one-line view of a status row that `coda-sync status` prints.
+
+    Without a live worker, the stored next run time would only mislead, so it is not shown.
+    """
     state = "enabled" if row["enabled"] else "DISABLED"
     if not row["in_config"]:
         state = "removed from config"
@@ -294,6 +301,8 @@ def format_status_row(row: dict[str, Any]) -> str:
     outcome = row["last_outcome"] or "never run"
     success = row["last_success_at"].isoformat(timespec="seconds") if row["last_success_at"] else "never"
     next_run = row["next_run_at"].isoformat(timespec="seconds") if row["next_run_at"] else "-"
+    if not worker_running:
+        next_run = "- (no worker running)"
     line = (
         f"{row['job_name']}: {state}, last run {outcome}, last success {success}, "
         f"{row['rows_total'] if row['rows_total'] is not None else '-'} rows in {row['target_table']}, "
@@ -364,11 +373,20 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _stop_embedded(settings: Settings) -> int:
-    from worker.embedded import stop_embedded
+def _stop_embedded(settings: Settings, *, force: bool) -> int:
+    from worker.embedded import is_running, other_coda_sync_sessions, start_embedded, stop_embedded
 
-    if stop_embedded(settings.data_dir):
-        print(f"stopped the embedded PostgreSQL in {settings.data_dir}")
-    else:
+    if not is_running(settings.data_dir):
         print(f"no embedded PostgreSQL is running in {settings.data_dir}")
+        return EXIT_OK
+    sessions = other_coda_sync_sessions(start_embedded(settings.data_dir))
+    if sessions and not force:
+        print(
+            f"{sessions} coda-sync sessions are connected to the embedded PostgreSQL in "
+            f"{settings.data_dir} (a running worker?); stop them first, or pass --force",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    stop_embedded(settings.data_dir)
+    print(f"stopped the embedded PostgreSQL in {settings.data_dir}")
     return EXIT_OK

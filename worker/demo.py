@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 import tempfile
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 from worker import status
-from worker.cli import connect, format_result, format_status_row, make_runner, run_jobs
+from worker.cli import format_result, format_status_row, make_runner, run_jobs
 from worker.config import load_config
-from worker.database import describe_url
+from worker.database import describe_url, open_database
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DEMO_SCHEMA = "coda_demo"
+DEMO_DATABASE = "coda_sync_demo"
 DEMO_CONFIG = """\
 [defaults]
 target_schema = "{schema}"
@@ -63,8 +69,10 @@ def run_demo(settings: Settings) -> int:
     from worker.emulator import CodaEmulator
     from worker.emulator.sample import build_sample
 
-    # The emulator's own start and stop lines would only clutter the demo's output.
+    # The emulator's start and stop lines, and the runs' own log lines, would repeat what the
+    # demo prints below.
     logging.getLogger("worker.emulator").setLevel(logging.WARNING)
+    logging.getLogger("worker.sync").setLevel(logging.CRITICAL)
 
     with CodaEmulator() as emulator, tempfile.TemporaryDirectory(prefix="coda-sync-demo-") as folder:
         sample = build_sample(emulator)
@@ -89,7 +97,8 @@ def run_demo(settings: Settings) -> int:
         )
         config = load_config(config_path, environ)
 
-        db = connect(settings.model_copy(update={"api_base_url": emulator.base_url}), wait=10.0)
+        url = demo_database_url(settings)
+        db = open_database(url, wait=10.0)
         try:
             with db.connection() as conn:
                 status.register_jobs(conn, config.jobs)
@@ -108,7 +117,7 @@ def run_demo(settings: Settings) -> int:
             print("\nStatus table (coda_sync.job_status):")
             for row in rows:
                 print("  " + format_status_row(row).replace("\n", "\n  "))
-            _print_next_steps(settings, db)
+            _print_next_steps(settings, url)
         finally:
             db.close()
 
@@ -119,21 +128,48 @@ def run_demo(settings: Settings) -> int:
     return 0
 
 
-def _print_next_steps(settings: Settings, db: object) -> None:
-    url = settings.resolved_database_url()
-    print("\nLook at the data:")
-    if url is None:
-        from worker.embedded import psql_command, start_embedded
+def demo_database_url(settings: Settings) -> str:
+    """Return where the demo writes: CODA_SYNC_DATABASE_URL, else a database of its own.
 
-        embedded_url = start_embedded(settings.data_dir)
-        print(f"  {psql_command(embedded_url)} -c 'SELECT * FROM coda_sync.job_status'")
+    On the embedded PostgreSQL the demo uses the database `coda_sync_demo`, so that its jobs
+    never show up beside the jobs of your own config.
+    """
+    url = settings.resolved_database_url()
+    if url is not None:
+        return url.get_secret_value()
+
+    from worker.embedded import start_embedded
+
+    server_url = start_embedded(settings.data_dir)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEMO_DATABASE,)).fetchone()
+        if exists is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DATABASE)))
+    params = psycopg.conninfo.conninfo_to_dict(server_url)
+    params["dbname"] = DEMO_DATABASE
+    return psycopg.conninfo.make_conninfo("", **params)
+
+
+def _command_prefix() -> str:
+    # Repeat the command as the user typed it (say .venv/bin/coda-sync), so the hint works
+    # without an activated virtual environment.
+    program = Path(sys.argv[0])
+    return shlex.quote(sys.argv[0]) if program.name == "coda-sync" else "python -m worker"
+
+
+def _print_next_steps(settings: Settings, url: str) -> None:
+    print("\nLook at the data:")
+    if settings.resolved_database_url() is None:
+        from worker.embedded import psql_command
+
+        print(f"  {psql_command(url)} -c 'SELECT * FROM coda_sync.job_status'")
         print(
-            f"  {psql_command(embedded_url)} -c 'SELECT _coda_row_id, _coda_row_name, _coda_values "
+            f"  {psql_command(url)} -c 'SELECT _coda_row_id, _coda_row_name, _coda_values "
             f"FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'"
         )
-        print("  Stop the embedded PostgreSQL with: coda-sync stop-embedded-db")
+        print(f"  Stop the embedded PostgreSQL with: {_command_prefix()} stop-embedded-db")
     else:
         print(
             f"  psql \"$CODA_SYNC_DATABASE_URL\" -c 'SELECT * FROM {DEMO_SCHEMA}.demo_deals LIMIT 5'"
-            f"  (database {describe_url(url.get_secret_value())})"
+            f"  (database {describe_url(url)})"
         )

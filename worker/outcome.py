@@ -137,7 +137,7 @@ def explain_rejection(
 
 def friendly_operation(operation: str) -> str:
     """Name a Coda operation the way a status reason reads: 'rows', 'columns' or 'table'."""
-    names = {"listRows": "rows", "listColumns": "columns", "getTable": "table"}
+    names = {"listRows": "rows", "listColumns": "columns", "getTable": "metadata"}
     return names.get(operation.strip(), operation.strip())
 
 

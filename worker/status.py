@@ -414,3 +414,13 @@ def relabel_if_all_not_found(conn: Connection, message: str) -> list[str]:
         (message,),
     )
     return [row[0] for row in rows]
+
+
+def live_workers(conn: Connection, *, max_age: float) -> int:
+    """Count running workers whose heartbeat is younger than *max_age* seconds."""
+    row = conn.execute(
+        "SELECT count(*) FROM coda_sync.workers"
+        " WHERE stopped_at IS NULL AND beat_at > now() - make_interval(secs => %s)",
+        (max_age,),
+    ).fetchone()
+    return int(row[0]) if row else 0
