@@ -405,7 +405,8 @@ def _error_message(response: httpx.Response) -> str:
     body = _json_error_body(response)
     if body is not None:
         message = str(body.get("message") or body.get("statusMessage") or response.reason_phrase)
-        return _redact(response, message)[:ERROR_BODY_PREVIEW]
+        # Our messages go on after Coda's, so its closing full stop would end a sentence early.
+        return _redact(response, message.strip().rstrip("."))[:ERROR_BODY_PREVIEW]
     return _preview(response)
 
 
