@@ -18,7 +18,7 @@ from typing import Any
 
 from worker import __version__, status
 from worker.config import Config, Job, load_config
-from worker.database import Database, describe_url, open_database
+from worker.database import Database, SessionTimeouts, describe_url, open_database
 from worker.errors import ConfigError, SinkError, WorkerError
 from worker.history import format_run, jsonable_run
 from worker.logs import SecretRedactor, setup_logging
@@ -176,7 +176,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, config: Config) -> i
 
 def connect(settings: Settings, *, wait: float) -> Database:
     """Open the configured PostgreSQL, or start the embedded one when no URL is set."""
-    return open_database(database_url(settings), wait=wait)
+    timeouts = SessionTimeouts(idle_in_transaction=settings.idle_in_transaction_timeout)
+    return open_database(database_url(settings), wait=wait, timeouts=timeouts)
 
 
 def database_url(settings: Settings) -> str:
@@ -241,6 +242,9 @@ def format_result(result: RunResult) -> str:
 
 
 def _sync(args: argparse.Namespace, settings: Settings, config: Config, db: Database) -> int:
+    if args.allow_mass_delete and not args.jobs:
+        # The guard protects every table; lifting it for all of them at once is rarely meant.
+        raise ConfigError("--allow-mass-delete needs the names of the jobs it applies to")
     named = [config.job(name) for name in args.jobs]
     with db.connection() as conn:
         status.register_jobs(conn, config.jobs, complete=True)

@@ -12,6 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 logger = logging.getLogger(__name__)
 
 FALLBACK_INTERVAL = timedelta(days=365)  # for a schedule that never fires again
+MAX_LOOKBACK = timedelta(days=800)  # a yearly schedule's slot is at most a leap year back
 WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab numbering, 0 = Sunday
 
 
@@ -105,12 +106,20 @@ def is_overdue(last_success: datetime | None, interval: timedelta, now: datetime
 
 
 def last_fire_time(trigger: BaseTrigger, now: datetime) -> datetime | None:
-    """Return the latest fire time of *trigger* at or before *now*, the slot a run belongs to."""
+    """Return the latest fire time of *trigger* at or before *now*, the slot a run belongs to.
+
+    The search looks back twice the coming interval first and widens until it finds a fire
+    time, because intervals vary: a weekday schedule checked on a Sunday looks back three days.
+    """
     now = now.astimezone(UTC)
-    interval = schedule_interval(trigger, now)
-    fire = trigger.get_next_fire_time(None, now - 2 * interval)
-    latest = None
-    while fire is not None and fire.astimezone(UTC) <= now:
-        latest = fire
-        fire = next_fire_after(trigger, fire)
-    return latest
+    lookback = 2 * schedule_interval(trigger, now)
+    while lookback <= MAX_LOOKBACK:
+        fire: datetime | None = trigger.get_next_fire_time(None, now - lookback)
+        latest: datetime | None = None
+        while fire is not None and fire.astimezone(UTC) <= now:
+            latest = fire
+            fire = next_fire_after(trigger, fire)
+        if latest is not None:
+            return latest
+        lookback *= 2
+    return None

@@ -108,7 +108,7 @@ def describe_url(url: str) -> str:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return "(an unparsable database URL)"
-    host = params.get("host") or "localhost"
+    host = str(params.get("host") or "localhost").rsplit("@", 1)[-1]  # never part of a password
     port = params.get("port") or "5432"
     dbname = params.get("dbname") or params.get("user") or "postgres"
     return f"{host}:{port}/{dbname}"
@@ -174,6 +174,7 @@ def open_database(
     sleep: Callable[[float], None] = time.sleep,
     max_size: int = 8,
     attempt_timeout: float = 3.0,
+    timeouts: SessionTimeouts | None = None,
 ) -> Database:
     """Open a pool and migrate, retrying with a logged backoff for up to *wait* seconds.
 
@@ -182,7 +183,7 @@ def open_database(
     deadline = time.monotonic() + wait
     delay = 1.0
     while True:
-        db = Database(url, max_size=max_size)
+        db = Database(url, max_size=max_size, timeouts=timeouts)
         try:
             db.open(timeout=attempt_timeout)
             migrate(db)

@@ -114,6 +114,11 @@ def run_demo(settings: Settings) -> int:
 
             with db.connection() as conn:
                 rows = status.list_status(conn, [job.name for job in config.jobs])
+                # No worker runs the demo's jobs again, so they must not count as stale.
+                conn.execute(
+                    "UPDATE coda_sync.job_status SET in_config = false WHERE job_name = ANY(%s)",
+                    ([job.name for job in config.jobs],),
+                )
             print("\nStatus table (coda_sync.job_status):")
             for row in rows:
                 print("  " + format_status_row(row).replace("\n", "\n  "))

@@ -170,8 +170,11 @@ def probe(settings: Settings, *, max_age: float, jobs: bool) -> tuple[bool, list
 def _open_probe_database(settings: Settings) -> Database:
     url = settings.resolved_database_url()
     if url is None:
-        from worker.embedded import start_embedded
+        from worker.embedded import is_running, start_embedded
 
+        # A probe must not start the server it checks.
+        if not is_running(settings.data_dir):
+            raise SinkError(f"the embedded PostgreSQL in {settings.data_dir} is not running")
         url_text = start_embedded(settings.data_dir)
     else:
         url_text = url.get_secret_value()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from worker.records import Identity
 
@@ -141,10 +142,18 @@ def friendly_operation(operation: str) -> str:
     return names.get(operation.strip(), operation.strip())
 
 
+def public_url(url: str) -> str:
+    """Return *url* without the user name and password a proxy URL may carry."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
+
+
 def api_not_found_message(base_url: str) -> str:
     """Explain why every configured job answering 404 points at the base URL first."""
     return (
-        f"every configured job answered 404 from {base_url}. Most likely the API base URL or "
+        f"every configured job answered 404 from {public_url(base_url)}. Most likely the API base URL or "
         "API version is wrong: set CODA_API_BASE_URL to https://coda.io/apis/v1 (or your proxy's "
         "equivalent). If the URL is right, check each job's doc_id and table_id"
     )

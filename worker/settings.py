@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     def _check_base_url(cls, value: str) -> str:
         parsed = urlsplit(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            shown = value.rsplit("@", 1)[-1]  # never echo credentials given in the URL
             raise ValueError(
-                f"{value!r} is not an http(s) URL; use Coda's https://coda.io/apis/v1 or your proxy's "
+                f"{shown!r} is not an http(s) URL; use Coda's https://coda.io/apis/v1 or your proxy's "
                 "equivalent, with the scheme"
             )
         return value.rstrip("/")
@@ -105,11 +106,15 @@ def check_conninfo(url: str, where: str) -> None:
     import psycopg
 
     try:
-        psycopg.conninfo.conninfo_to_dict(url)
+        params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise ValueError(
             f"{where} is not a valid libpq URL or DSN; expected postgresql://USER:PASSWORD@HOST:PORT/DB"
         ) from None
+    if "@" in str(params.get("host") or ""):
+        # libpq splits at the last '@', so part of a password with '@' would become the host
+        # name and show up in every connection error.
+        raise ValueError(f"{where} has an '@' in its password or user name; percent-encode it as %40")
 
 
 # Fields whose values may be secrets, so their input never appears in an error message.

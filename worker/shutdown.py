@@ -157,7 +157,7 @@ def record_abandoned(
             # Another process may be updating the status row: wait briefly, not for the session's
             # lock timeout, because the process must exit within its stop timeout.
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (LOCK_WAIT,))
-            status.record_failure(
+            recorded = status.record_failure(
                 conn,
                 run.job_name,
                 outcome="interrupted",
@@ -165,7 +165,11 @@ def record_abandoned(
                 message=ABANDONED_MESSAGE,
                 duration=duration,
                 stats=None,
+                started_at=run.started_at,
             )
+            if not recorded:
+                # The run committed between the grace period's end and now; it succeeded.
+                continue
             status.record_run(
                 conn,
                 status.RunRecord(

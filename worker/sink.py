@@ -32,7 +32,7 @@ STAGING_UNIQUE = sql.Identifier("coda_sync_staging_unique")
 class MergeCounts:
     """What one merge changed, and what it left alone."""
 
-    read: int
+    read: int  # distinct rows of the complete read
     inserted: int
     updated: int
     deleted: int
@@ -69,6 +69,7 @@ class TableSink:
         self.table = table
         self._target = sql.Identifier(schema, table)
         self._staged = 0
+        self._distinct = 0
         self._read_finished = False
 
     @property
@@ -98,7 +99,9 @@ class TableSink:
                 " _coda_values jsonb NOT NULL)"
             ).format(self._target)
         )
-        if soft_deletes:
+        # ALTER TABLE takes an exclusive lock even when the column exists, which would queue
+        # behind every reader of the table, so it runs only when the column is missing.
+        if soft_deletes and not self._has_deleted_at():
             self.conn.execute(
                 sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS _coda_deleted_at timestamptz").format(
                     self._target
@@ -157,7 +160,8 @@ class TableSink:
         self._deduplicate()
         self._read_finished = True
         row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(STAGING_UNIQUE)).fetchone()
-        return int(row[0]) if row else 0
+        self._distinct = int(row[0]) if row else 0
+        return self._distinct
 
     def count_missing(self, *, soft_deletes: bool) -> int:
         """Return how many live rows of the data table the finished read does not contain."""
@@ -188,7 +192,7 @@ class TableSink:
         else:
             deleted = self._delete_missing()
         return MergeCounts(
-            read=self._staged,
+            read=self._distinct,
             inserted=inserted,
             updated=updated,
             deleted=deleted,

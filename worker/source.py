@@ -56,6 +56,7 @@ COLUMN_PAGE_LIMIT = 100  # the maximum that listColumns declares
 MAX_EMPTY_PAGES = 20  # consecutive empty pages that still carry a token before we give up
 ERROR_BODY_PREVIEW = 300  # characters of an unexpected body kept in a message
 REDACTED = "[redacted]"
+MAX_BODY_BYTES = 256 * 2**20  # one page of rows is far smaller; anything larger is not Coda's
 
 
 class PageTokenRejected(SourceBadRequest):
@@ -253,7 +254,7 @@ class CodaClient:
         """Send once; return the good response, or the error to retry (with Retry-After)."""
         self.stats.requests += 1
         try:
-            response = self._http.get(path, params=params, timeout=self._timeout())
+            response = self._get_within_deadline(operation, path, params)
         except httpx.TimeoutException as exc:
             return SourceTimeout(f"{operation} timed out ({type(exc).__name__}) at {self._origin}"), None
         except httpx.TransportError as exc:
@@ -285,6 +286,36 @@ class CodaClient:
                 status=status,
             ), None
         return response, None
+
+    def _get_within_deadline(self, operation: str, path: str, params: dict[str, Any]) -> httpx.Response:
+        """GET *path*, checking the run's deadline and cancel event while the body arrives.
+
+        httpx's read timeout applies to each read from the socket, so a server that trickles
+        its answer a byte at a time would otherwise hold the run far past its deadline.
+        """
+        with self._http.stream("GET", path, params=params, timeout=self._timeout()) as streamed:
+            body = bytearray()
+            for chunk in streamed.iter_raw():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    raise BadResponse(
+                        f"{operation} answer is larger than {MAX_BODY_BYTES // 2**20} MiB; stopping "
+                        "instead of reading it into memory",
+                        status=streamed.status_code,
+                    )
+                self._check_deadline(operation)
+        response = httpx.Response(
+            streamed.status_code, headers=streamed.headers, content=bytes(body), request=streamed.request
+        )
+        response.read()
+        return response
+
+    def _check_deadline(self, operation: str) -> None:
+        options = self.options
+        if options.cancel is not None and options.cancel.is_set():
+            raise RunInterrupted("the worker is shutting down")
+        if options.deadline is not None and options.clock() >= options.deadline:
+            raise SourceTimeout(f"the run's deadline passed while {operation} was still answering")
 
     def _before_request(self, operation: str) -> None:
         options = self.options

@@ -213,12 +213,12 @@ def record_failure(
     stats: RequestStats | None,
     disable_reason: str | None = None,
     started_at: datetime | None = None,
-) -> None:
+) -> bool:
     """Record a failed, disabled or interrupted run; the job's data is left as it was.
 
-    When another run that started later has already succeeded (a replica that stalled and
-    lost its session, say), the failure is stale: the job's data is fresh, so its outcome,
-    alert and failure streak stay as the newer run left them.
+    When a run that started after *started_at* has already succeeded (a replica that stalled
+    and lost its session, say), the failure is stale: the job's data is fresh, so its outcome,
+    alert and failure streak stay as the newer run left them, and this returns False.
     """
     if started_at is not None and disable_reason is None:
         row = conn.execute(
@@ -232,7 +232,7 @@ def record_failure(
                 outcome,
                 extra={"event": "stale_failure_ignored", "job": job_name},
             )
-            return
+            return False
     conn.execute(
         "UPDATE coda_sync.job_status SET"
         " last_outcome = %(outcome)s, last_error_kind = %(kind)s, last_error = %(message)s,"
@@ -258,6 +258,7 @@ def record_failure(
             "disable": disable_reason,
         },
     )
+    return True
 
 
 def enable(conn: Connection, job_name: str, *, by: str) -> bool:

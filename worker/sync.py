@@ -74,10 +74,6 @@ class JobRunner:
             started=time.monotonic(),
             started_at=datetime.now(UTC),
         )
-        if job.token is None:
-            problem = job.token_problem or "the job has no token"
-            return self._fail(run, ConfigError(f"token missing: {problem}"))
-
         try:
             skipped = self._start(run)
         except SinkError as exc:
@@ -87,6 +83,11 @@ class JobRunner:
             return self._result(run, "failed", error_kind=exc.kind, message=str(exc))
         if skipped is not None:
             return skipped
+
+        # Checked after the slot claim, so that replicas record one failure per slot.
+        if job.token is None:
+            problem = job.token_problem or "the job has no token"
+            return self._fail(run, ConfigError(f"token missing: {problem}"))
 
         try:
             run.client = self._client(run)
@@ -99,7 +100,9 @@ class JobRunner:
         except Exception as exc:
             # A bug, not a job-level failure: record it so the status row does not claim the
             # job is still running, then let the traceback reach the log.
-            self._write_failure(run, "failed", "internal_error", f"internal error: {exc!r}")
+            self._write_failure(
+                run, "failed", "internal_error", self._redact(run, f"internal error: {exc!r}")
+            )
             raise
         finally:
             if run.client is not None:

@@ -183,5 +183,9 @@ def test_stalled_replica_cannot_commit_over_newer_data(
     assert codes == [0, 0]
     assert values_after == {"i-1": 999.0, "i-2": 2.0, "i-3": 3.0}
     assert len(errors) == 1
-    assert errors[0][0] == "database_error"
-    assert "idle-in-transaction" in errors[0][1]
+    # The resumed run stops either at its own deadline, checked while a page arrives, or at its
+    # next statement on the session PostgreSQL ended; both roll back.
+    kind, message = errors[0]
+    assert kind in ("database_error", "timeout")
+    if kind == "database_error":
+        assert "idle-in-transaction" in message

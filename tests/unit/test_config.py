@@ -300,10 +300,10 @@ JOB_ERROR_CASES = [
     ),
     pytest.param(job_toml(doc_id="doc/1"), "deals", "doc_id", "invalid doc id", id="bad-doc-id"),
     pytest.param(
-        job_toml(schedule="0 0 0 * * * *"), "deals", "schedule", "expected 5 fields such as", id="cron-7-fields"
+        job_toml(schedule="0 0 0 * * * *"), "deals", "schedule", "expected 5 fields", id="cron-7-fields"
     ),
     pytest.param(
-        job_toml(schedule="every hour please"), "deals", "schedule", "expected 5 fields such as", id="cron-words"
+        job_toml(schedule="every hour please"), "deals", "schedule", "expected 5 fields", id="cron-words"
     ),
     pytest.param(
         job_toml(schedule="a b c d e"), "deals", "schedule", "invalid cron expression", id="cron-nonsense"

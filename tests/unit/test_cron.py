@@ -79,3 +79,18 @@ def test_run_timeout_shorter_than_interval(tmp_path: Path) -> None:
     assert config.job("fast").run_timeout == 540.0
     assert config.job("hourly").run_timeout == 1800.0
     assert config.job("set").run_timeout == 900.0
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("0 9 * * 1-5", datetime(2026, 12, 4, 9, 0, tzinfo=UTC)),
+        ("0 0,1 * * *", datetime(2026, 12, 6, 1, 0, tzinfo=UTC)),
+        ("0 0 1 1 *", datetime(2026, 1, 1, 0, 0, tzinfo=UTC)),
+    ],
+    ids=["weekdays-on-sunday", "uneven-gaps", "yearly"],
+)
+def test_last_fire_time_irregular_intervals(schedule: str, expected: datetime) -> None:
+    sunday_noon = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    assert last_fire_time(cron_trigger(schedule, "UTC"), sunday_noon) == expected
