@@ -60,14 +60,14 @@ MAX_BODY_BYTES = 256 * 2**20  # one page of rows is far smaller; anything larger
 
 
 class PageTokenRejected(SourceBadRequest):
-    """Coda answered 400 to a request that carried a page token."""
+    """Coda returned 400 for a request that carried a page token."""
 
 
 @dataclass(kw_only=True)
 class ClientOptions:
     """Timeouts, retries and pacing of one client."""
 
-    timeout: float = 30.0  # seconds to read one answer
+    timeout: float = 30.0  # seconds to read one response
     connect_timeout: float = 10.0  # seconds to connect
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     deadline: float | None = None  # monotonic time after which the run stops
@@ -173,7 +173,7 @@ class CodaClient:
             data = self._get_json(operation, path, query, page_token=page_token)
             items = data.get("items")
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                raise BadResponse(f"{operation} answer has no list of objects under 'items'")
+                raise BadResponse(f"{operation} response has no list of objects under 'items'")
             self.stats.pages += 1
             yield items
 
@@ -181,7 +181,7 @@ class CodaClient:
             if next_token is None or next_token == "":
                 return
             if not isinstance(next_token, str):
-                raise BadResponse(f"{operation} answer has a nextPageToken that is not a string")
+                raise BadResponse(f"{operation} response has a nextPageToken that is not a string")
             if next_token in seen_tokens or next_token == page_token:
                 raise BadResponse(
                     f"{operation} returned a page token it had already returned; stopping "
@@ -211,12 +211,12 @@ class CodaClient:
         except (ValueError, RecursionError):
             # ValueError covers malformed JSON, bad UTF-8 and integers past Python's digit limit.
             raise BadResponse(
-                f"{operation} answered {response.status_code} with a body that is not valid "
+                f"{operation} returned {response.status_code} with a body that is not valid "
                 f"JSON: {_preview(response)}",
                 status=response.status_code,
             ) from None
         if not isinstance(data, dict):
-            raise BadResponse(f"{operation} answered with JSON that is not an object")
+            raise BadResponse(f"{operation} returned JSON that is not an object")
         return data
 
     def _send(
@@ -266,7 +266,7 @@ class CodaClient:
         status = response.status_code
         if status >= 400 and _says_doc_too_large(response):
             raise DocTooLarge(
-                f"{operation} answered {status}: {_error_message(response)}; the doc is over "
+                f"{operation} returned {status}: {_error_message(response)}; the doc is over "
                 "Coda's API size limit (about 125 MB of data). The API stops serving it while "
                 "the browser still opens it: shrink the doc (button and formula columns add "
                 "size) or move this table to a smaller doc",
@@ -282,7 +282,7 @@ class CodaClient:
         if not response.content.strip().startswith(b"{"):
             # A proxy's HTML page or a cut-off body: worth another try.
             return BadResponse(
-                f"{operation} answered {status} without a JSON object: {_preview(response)}",
+                f"{operation} returned {status} without a JSON object: {_preview(response)}",
                 status=status,
             ), None
         return response, None
@@ -299,7 +299,7 @@ class CodaClient:
                 body += chunk
                 if len(body) > MAX_BODY_BYTES:
                     raise BadResponse(
-                        f"{operation} answer is larger than {MAX_BODY_BYTES // 2**20} MiB; stopping "
+                        f"{operation} response is larger than {MAX_BODY_BYTES // 2**20} MiB; stopping "
                         "instead of reading it into memory",
                         status=streamed.status_code,
                     )
@@ -315,7 +315,7 @@ class CodaClient:
         if options.cancel is not None and options.cancel.is_set():
             raise RunInterrupted("the worker is shutting down")
         if options.deadline is not None and options.clock() >= options.deadline:
-            raise SourceTimeout(f"the run's deadline passed while {operation} was still answering")
+            raise SourceTimeout(f"the run's deadline passed while {operation} was still responding")
 
     def _before_request(self, operation: str) -> None:
         options = self.options
@@ -382,7 +382,7 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
             # Coda's own refusals carry a JSON error; an HTML 403 comes from a proxy or edge
             # and says nothing about the token, so it must not disable the job.
             return BadResponse(
-                f"{operation} answered {status} without Coda's JSON error body (a proxy or "
+                f"{operation} returned {status} without Coda's JSON error body (a proxy or "
                 f"firewall page?): {_preview(response)}",
                 status=status,
             )
@@ -398,7 +398,7 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
         return PageTokenRejected(f"{operation} rejected a page token: {detail}", status=status)
     if status == 400:
         return SourceBadRequest(f"400 on {operation}: {detail}", status=status)
-    return BadResponse(f"{operation} answered unexpected status {status}: {detail}", status=status)
+    return BadResponse(f"{operation} returned unexpected status {status}: {detail}", status=status)
 
 
 def _says_doc_too_large(response: httpx.Response) -> bool:

@@ -51,7 +51,7 @@ def test_deadline_stops_trickling_answer(trickling_server: str) -> None:
 
     with (
         CodaClient(trickling_server, SecretStr("tok-0123456789"), options=options) as client,
-        pytest.raises(SourceTimeout, match="still answering"),
+        pytest.raises(SourceTimeout, match="still responding"),
     ):
         client.get_table("AbCDeFGHij", "grid-x")
 
