@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_processes import DOC, TOKEN, WorkerProcess, runs, start_emulator, wait_for
+from worker_processes import DOC, TOKEN, WorkerProcess, runs, wait_for
 
 from worker.config import load_config
 from worker.emulator import CodaEmulator
@@ -141,15 +140,6 @@ def test_shipped_jobs_files_load(name: str) -> None:
 
     assert config.jobs
     assert all(job.doc_id and job.table_id for job in config.jobs)
-
-
-@pytest.fixture
-def coda() -> Iterator[CodaEmulator]:
-    emulator = start_emulator()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 def test_entry_point_runs_as_in_container(coda: CodaEmulator, database_url: str, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from worker_processes import (
     free_port,
     query,
     runs,
-    start_emulator,
     wait_for,
     worker_env,
     write_config,
@@ -26,15 +25,6 @@ from worker_processes import (
 from worker.emulator import CodaEmulator
 
 StartWorker = Callable[..., WorkerProcess]
-
-
-@pytest.fixture
-def coda() -> Iterator[CodaEmulator]:
-    emulator = start_emulator()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +15,12 @@ from worker_processes import (
     WorkerProcess,
     query,
     runs,
-    start_emulator,
     wait_for,
     worker_env,
     write_config,
 )
 
 from worker.emulator import CodaEmulator
-
-
-@pytest.fixture
-def coda() -> Iterator[CodaEmulator]:
-    emulator = start_emulator()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from worker_processes import (
     EVERY_TWO_SECONDS,
     HOURLY,
     WorkerProcess,
     query,
     runs,
-    start_emulator,
     wait_for,
     worker_env,
     write_config,
 )
 
 from worker.emulator import CodaEmulator
-
-
-@pytest.fixture
-def coda() -> Iterator[CodaEmulator]:
-    emulator = start_emulator()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
 
 
 def status_row(database_url: str, job: str) -> tuple[bool, str | None]:
