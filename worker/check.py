@@ -37,7 +37,7 @@ def probe_job(job: Job, settings: Settings) -> str | None:
     """Read the job's table metadata, columns and first row; return a problem or None."""
     if job.token is None:
         return f"config_error: token missing: {job.token_problem}"
-    # A probe should answer within seconds, so it retries less than a scheduled run does.
+    # A probe should finish within seconds, so it retries less than a scheduled run does.
     options = ClientOptions(
         timeout=settings.request_timeout,
         connect_timeout=settings.connect_timeout,

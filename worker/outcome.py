@@ -74,7 +74,7 @@ def decide_deletes(
 
 @dataclass(frozen=True, kw_only=True)
 class Rejection:
-    """Why Coda refused a job's token, as stored in `job_status`."""
+    """Reason and kind of a rejected token, as stored in `job_status`."""
 
     kind: str
     reason: str
@@ -90,7 +90,7 @@ def explain_rejection(
     identity: Identity | None,
     whoami_status: int | None,
 ) -> Rejection:
-    """Turn a 401/403 on the job's own table plus the `/whoami` answer into a reason.
+    """Turn a 401/403 on the job's own table plus the `/whoami` response into a reason.
 
     `/whoami` answers for every live token, restricted or not, so a 401 there means the token
     itself is invalid or revoked; otherwise its `scoped` flag tells a restricted token that
@@ -151,7 +151,7 @@ def public_url(url: str) -> str:
 
 
 def api_not_found_message(base_url: str) -> str:
-    """Explain why every configured job answering 404 points at the base URL first."""
+    """Explain why a 404 from every configured job points at the base URL first."""
     return (
         f"every configured job answered 404 from {public_url(base_url)}. Most likely the API base URL or "
         "API version is wrong: set CODA_API_BASE_URL to https://coda.io/apis/v1 (or your proxy's "

@@ -78,7 +78,7 @@ class RequestStats:
 def require_str(data: dict[str, Any], key: str, operation: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not value:
-        raise BadResponse(f"{operation} answer has no string {key!r}")
+        raise BadResponse(f"{operation} response has no string {key!r}")
     return value
 
 

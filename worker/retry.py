@@ -1,6 +1,6 @@
-"""Pure retry decisions for Coda requests: which answers to retry and how long to wait.
+"""Pure retry decisions for Coda requests: which responses to retry and how long to wait.
 
-Nothing here sleeps or sends; the client asks `RetryPolicy.delay` and acts on the answer,
+Nothing here sleeps or sends; the client calls `RetryPolicy.delay` and acts on the result,
 so the rules can be tested without a clock or a server.
 """
 
@@ -19,7 +19,7 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """How a single request is retried after 429, 5xx and network errors."""
+    """Retry limits of a single request after 429, 5xx and network errors."""
 
     max_attempts: int = 6
     base_delay: float = 1.0  # seconds, doubled after each failed attempt

@@ -26,7 +26,7 @@ def new_instance_id() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
-    """What one run did: 'succeeded', 'failed', 'disabled', 'interrupted' or 'skipped'."""
+    """Outcome of one run: 'succeeded', 'failed', 'disabled', 'interrupted' or 'skipped'."""
 
     job_name: str
     outcome: str

@@ -30,7 +30,7 @@ STAGING_UNIQUE = sql.Identifier("coda_sync_staging_unique")
 
 @dataclass(frozen=True, kw_only=True)
 class MergeCounts:
-    """What one merge changed, and what it left alone."""
+    """Counts of one merge: rows changed, and rows the delete guard left alone."""
 
     read: int  # distinct rows of the complete read
     inserted: int
@@ -42,7 +42,7 @@ class MergeCounts:
 
 @dataclass(frozen=True, kw_only=True)
 class DeletePlan:
-    """How rows missing from a complete read are handled."""
+    """Treatment of rows that a complete read no longer contains."""
 
     mode: Literal["hard", "soft", "withhold"]
 
@@ -148,7 +148,7 @@ class TableSink:
                 )
 
     def count_existing(self, *, soft_deletes: bool) -> int:
-        """Return how many live rows the data table holds before the merge."""
+        """Return how many live rows the data table contains before the merge."""
         query = sql.SQL("SELECT count(*) FROM {}").format(self._target)
         if soft_deletes:
             query = sql.SQL("{} WHERE _coda_deleted_at IS NULL").format(query)

@@ -153,7 +153,7 @@ class CodaClient:
     def whoami(self, *, retry: bool = True) -> Identity:
         """Fetch the identity behind the token; 401 here means the token itself is bad.
 
-        With *retry* false a single attempt is made, for callers that can do without the answer.
+        With *retry* false a single attempt is made, for callers that can do without the response.
         """
         data = self._get_json("whoami", "whoami", {}, retry=retry)
         return Identity(
@@ -291,7 +291,7 @@ class CodaClient:
         """GET *path*, checking the run's deadline and cancel event while the body arrives.
 
         httpx's read timeout applies to each read from the socket, so a server that trickles
-        its answer a byte at a time would otherwise hold the run far past its deadline.
+        its response a byte at a time would otherwise hold the run far past its deadline.
         """
         with self._http.stream("GET", path, params=params, timeout=self._timeout()) as streamed:
             body = bytearray()
@@ -380,7 +380,7 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
     if status in (401, 403):
         if _json_error_body(response) is None:
             # Coda's own refusals carry a JSON error; an HTML 403 comes from a proxy or edge
-            # and says nothing about the token, so it must not disable the job.
+            # and tells nothing about the token, so it must not disable the job.
             return BadResponse(
                 f"{operation} returned {status} without Coda's JSON error body (a proxy or "
                 f"firewall page?): {_preview(response)}",
@@ -404,7 +404,7 @@ def _final_error(operation: str, response: httpx.Response, page_token: str | Non
 def _says_doc_too_large(response: httpx.Response) -> bool:
     # Coda documents no status or code for this; its message text is the only signal.
     # NOTE: GET /docs/{docId} reports docSize.overApiSizeLimit, but a table-scoped token cannot
-    # read it, so the worker never asks; a bare 403 for an oversized doc disables the job.
+    # read it, so the worker never requests it, and a bare 403 for an oversized doc disables the job.
     message = _error_message(response).lower()
     return "too large" in message or "size limit" in message or "too big" in message
 

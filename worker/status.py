@@ -400,7 +400,7 @@ def relabel_if_all_not_found(conn: Connection, message: str) -> list[str]:
     """Relabel 404 failures as one API-wide problem when every configured job has one.
 
     Returns the relabelled job names, or an empty list when at least one configured, enabled
-    job did not end in a 404, or when fewer than two jobs are configured (one job's 404 says
+    job did not end in a 404, or when fewer than two jobs are configured (one job's 404 tells
     nothing about the base URL).
     """
     rows = conn.execute(

@@ -1,4 +1,4 @@
-"""Refused tokens: which answers disable a job, how the reason is explained, and what stays."""
+"""Refused tokens: which responses disable a job, how the reason is explained, and what stays."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ def test_disabled_job_is_skipped_until_enabled(
 
 
 def test_every_job_404_reports_base_url(db: Database, coda: CodaEmulator, make_job: JobFactory) -> None:
-    # A retired API path (like the old v1beta1) answers 404 for every table at once.
+    # A retired API path (like the old v1beta1) returns 404 for every table at once.
     from worker.sync import RunnerOptions
 
     wrong_base = coda.base_url.replace("/apis/v1", "/apis/v1beta1")

@@ -378,7 +378,7 @@ def test_server_error_retried_then_succeeds(db: Database, coda: CodaEmulator, ma
 def test_freshness_header_not_sent(
     db: Database, coda: CodaEmulator, runner: JobRunner, make_job: JobFactory
 ) -> None:
-    # With X-Coda-Doc-Version: latest, Coda answers 400 while its snapshot lags the editor; an
+    # With X-Coda-Doc-Version: latest, Coda returns 400 while its snapshot lags the editor; an
     # hourly job takes the snapshot and sees recent edits on its next run instead.
     add_rows(coda, "grid-T1", 1)
 

@@ -1,4 +1,4 @@
-"""The client's deadline holds against a server that trickles its answer."""
+"""The client's deadline applies to a server that trickles its response."""
 
 from __future__ import annotations
 
